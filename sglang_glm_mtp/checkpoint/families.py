@@ -1,0 +1,264 @@
+"""Model families: where each architecture keeps its MTP/NextN draft layer, and what it holds.
+
+Every tensor list here is derived from config.json alone, in the checkpoint's
+*unquantized* form (names, shapes, dtypes as the BF16 release stores them). Quantized
+forms of the same linears are derived in ``precision.py``. Adding a family means
+adding one ``ModelFamily`` entry to ``FAMILIES`` at the bottom of this file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+
+@dataclass(frozen=True)
+class LayerTensor:
+    """One tensor of a decoder/draft layer in its unquantized form.
+
+    ``linear`` marks a ``<module>.weight`` that quantized exports may replace with
+    NVFP4 or FP8 tensors; norms, biases, the router gate and its bias are never
+    quantized.
+    """
+
+    name: str  # relative to the layer prefix, e.g. "self_attn.q_a_proj.weight"
+    shape: tuple[int, ...]
+    dtype: str = "BF16"
+    linear: bool = False
+
+    @property
+    def module(self) -> str:
+        return self.name.rsplit(".", 1)[0]
+
+
+class Config:
+    """Read-only view of config.json with the defaults the HF config classes apply."""
+
+    def __init__(self, raw: Mapping[str, Any]) -> None:
+        self.raw = dict(raw)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        value = self.raw.get(key, default)
+        return default if value is None else value
+
+    def int(self, key: str, default: int | None = None) -> int:
+        value = self.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"config.json field {key!r} must be an integer, got {value!r}")
+        return value
+
+    @property
+    def architecture(self) -> str:
+        archs = self.raw.get("architectures") or [""]
+        return str(archs[0])
+
+
+# ----------------------------------------------------------------------------- building blocks
+
+
+def _linear(name: str, out_features: int, in_features: int) -> LayerTensor:
+    return LayerTensor(f"{name}.weight", (out_features, in_features), linear=True)
+
+
+def _norm(name: str, size: int, *, bias: bool = False) -> list[LayerTensor]:
+    tensors = [LayerTensor(f"{name}.weight", (size,))]
+    if bias:
+        tensors.append(LayerTensor(f"{name}.bias", (size,)))
+    return tensors
+
+
+def mla_attention(cfg: Config) -> list[LayerTensor]:
+    """DeepSeek-style multi-head latent attention (GLM-5.x, DeepSeek-V3)."""
+    hidden, heads = cfg.int("hidden_size"), cfg.int("num_attention_heads")
+    nope, rope, v_dim = cfg.int("qk_nope_head_dim"), cfg.int("qk_rope_head_dim"), cfg.int("v_head_dim")
+    kv_lora = cfg.int("kv_lora_rank")
+    tensors: list[LayerTensor] = []
+    q_lora = cfg.get("q_lora_rank")
+    if q_lora:
+        tensors += [_linear("self_attn.q_a_proj", q_lora, hidden), *_norm("self_attn.q_a_layernorm", q_lora),
+                    _linear("self_attn.q_b_proj", heads * (nope + rope), q_lora)]
+    else:
+        tensors.append(_linear("self_attn.q_proj", heads * (nope + rope), hidden))
+    tensors += [
+        _linear("self_attn.kv_a_proj_with_mqa", kv_lora + rope, hidden),
+        *_norm("self_attn.kv_a_layernorm", kv_lora),
+        _linear("self_attn.kv_b_proj", heads * (nope + v_dim), kv_lora),
+        _linear("self_attn.o_proj", hidden, heads * v_dim),
+    ]
+    return tensors
+
+
+def dsa_indexer(cfg: Config) -> list[LayerTensor]:
+    """The DeepSeek sparse-attention indexer (GLM-5.x, DeepSeek-V3.2)."""
+    hidden, q_lora = cfg.int("hidden_size"), cfg.int("q_lora_rank")
+    n_heads, head_dim = cfg.int("index_n_heads", 64), cfg.int("index_head_dim", 128)
+    return [
+        _linear("self_attn.indexer.wq_b", n_heads * head_dim, q_lora),
+        _linear("self_attn.indexer.wk", head_dim, hidden),
+        *_norm("self_attn.indexer.k_norm", head_dim, bias=True),
+        _linear("self_attn.indexer.weights_proj", n_heads, hidden),
+    ]
+
+
+def gqa_attention(cfg: Config) -> list[LayerTensor]:
+    """Grouped-query attention with q/k/v biases and optional q/k norms (GLM-4.5/4.6/4.7)."""
+    hidden, heads = cfg.int("hidden_size"), cfg.int("num_attention_heads")
+    kv_heads = cfg.int("num_key_value_heads", heads)
+    head_dim = cfg.int("head_dim", hidden // heads)
+    tensors = [
+        _linear("self_attn.q_proj", heads * head_dim, hidden),
+        _linear("self_attn.k_proj", kv_heads * head_dim, hidden),
+        _linear("self_attn.v_proj", kv_heads * head_dim, hidden),
+        _linear("self_attn.o_proj", hidden, heads * head_dim),
+    ]
+    if cfg.get("attention_bias", False):
+        tensors += [LayerTensor(f"self_attn.{p}.bias", (n * head_dim,))
+                    for p, n in (("q_proj", heads), ("k_proj", kv_heads), ("v_proj", kv_heads))]
+    if cfg.get("use_qk_norm", False):
+        tensors += [*_norm("self_attn.q_norm", head_dim), *_norm("self_attn.k_norm", head_dim)]
+    return tensors
+
+
+def moe_mlp(cfg: Config) -> list[LayerTensor]:
+    hidden, experts = cfg.int("hidden_size"), cfg.int("n_routed_experts")
+    inter = cfg.int("moe_intermediate_size")
+    shared = cfg.int("n_shared_experts", 0) * inter
+    tensors = [LayerTensor("mlp.gate.weight", (experts, hidden)),
+               LayerTensor("mlp.gate.e_score_correction_bias", (experts,), dtype="F32")]
+    for e in range(experts):
+        tensors += _gated_mlp(f"mlp.experts.{e}", hidden, inter)
+    if shared:
+        tensors += _gated_mlp("mlp.shared_experts", hidden, shared)
+    return tensors
+
+
+def dense_mlp(cfg: Config) -> list[LayerTensor]:
+    return _gated_mlp("mlp", cfg.int("hidden_size"), cfg.int("intermediate_size"))
+
+
+def _gated_mlp(prefix: str, hidden: int, inter: int) -> list[LayerTensor]:
+    return [_linear(f"{prefix}.gate_proj", inter, hidden), _linear(f"{prefix}.up_proj", inter, hidden),
+            _linear(f"{prefix}.down_proj", hidden, inter)]
+
+
+def layer_norms(cfg: Config) -> list[LayerTensor]:
+    hidden = cfg.int("hidden_size")
+    return [*_norm("input_layernorm", hidden), *_norm("post_attention_layernorm", hidden)]
+
+
+def mtp_extras(cfg: Config, *, embed_and_head: bool) -> list[LayerTensor]:
+    """The tensors only an MTP layer has: the two input norms, eh_proj, the shared head."""
+    hidden, vocab = cfg.int("hidden_size"), cfg.int("vocab_size")
+    tensors = [*_norm("enorm", hidden), *_norm("hnorm", hidden),
+               LayerTensor("eh_proj.weight", (hidden, 2 * hidden)), *_norm("shared_head.norm", hidden)]
+    if embed_and_head:
+        tensors += [LayerTensor("embed_tokens.weight", (vocab, hidden)),
+                    LayerTensor("shared_head.head.weight", (vocab, hidden))]
+    return tensors
+
+
+def is_moe_layer(cfg: Config, layer: int) -> bool:
+    types = cfg.get("mlp_layer_types")
+    if isinstance(types, list) and layer < len(types):
+        return types[layer] != "dense"
+    return layer >= cfg.int("first_k_dense_replace", 0)
+
+
+def has_full_indexer(cfg: Config, layer: int) -> bool:
+    """Which target layers store indexer tensors (GLM-5.2 shares the indexer on most layers)."""
+    types = cfg.get("indexer_types")
+    if isinstance(types, list) and layer < len(types):
+        return types[layer] == "full"
+    freq = cfg.get("index_topk_freq")
+    if not freq:
+        return True
+    offset = cfg.int("index_skip_topk_offset", 2)
+    return max(layer - offset + 1, 0) % freq == 0
+
+
+# ----------------------------------------------------------------------------- families
+
+
+@dataclass(frozen=True)
+class ModelFamily:
+    """Everything ``check``/``graft``/the plugin need to know about one architecture family."""
+
+    name: str
+    architectures: tuple[str, ...]  # target architectures
+    draft_architectures: tuple[str, ...]  # what SGLang rewrites them to for the draft
+    attention: Callable[[Config], list[LayerTensor]]
+    indexer: Callable[[Config], bool]  # does this config have a DSA indexer?
+    draft_embed_and_head: bool  # does the draft layer store embed_tokens/shared_head.head?
+    #: SGLang's maybe_add_mtp_safetensors appends an un-indexed ``mtp.safetensors`` for these.
+    loads_unindexed_mtp_file: bool = False
+    #: where the unquantized original usually lives, for the remedy line
+    source_hint: str = "<the BF16 release this checkpoint was quantized from>"
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def draft_layer(self, cfg: Config) -> int:
+        """SGLang's rule: ``0 if num_hidden_layers == 1 else num_hidden_layers``."""
+        layers = cfg.int("num_hidden_layers")
+        return 0 if layers == 1 else layers
+
+    def is_standalone_draft(self, cfg: Config) -> bool:
+        return cfg.architecture in self.draft_architectures or cfg.int("num_hidden_layers") == 1
+
+    def layer_tensors(self, cfg: Config, layer: int, *, draft: bool = False) -> list[LayerTensor]:
+        """The complete tensor list of one layer; the draft layer always has a full indexer and a MoE."""
+        tensors = [*layer_norms(cfg), *self.attention(cfg)]
+        if self.indexer(cfg) and (draft or has_full_indexer(cfg, layer)):
+            tensors += dsa_indexer(cfg)
+        tensors += moe_mlp(cfg) if (draft or is_moe_layer(cfg, layer)) else dense_mlp(cfg)
+        if draft:
+            tensors += mtp_extras(cfg, embed_and_head=self.draft_embed_and_head)
+        return tensors
+
+    def draft_tensors(self, cfg: Config) -> list[LayerTensor]:
+        return self.layer_tensors(cfg, self.draft_layer(cfg), draft=True)
+
+
+def _has_index_config(cfg: Config) -> bool:
+    return cfg.get("index_topk") is not None
+
+
+FAMILIES: tuple[ModelFamily, ...] = (
+    ModelFamily(
+        name="glm-5",  # GLM-5, 5.1, 5.2: MLA + DSA indexer, draft layer = num_hidden_layers
+        architectures=("GlmMoeDsaForCausalLM",),
+        draft_architectures=("GlmMoeDsaForCausalLMNextN",),
+        attention=mla_attention,
+        indexer=lambda cfg: True,
+        draft_embed_and_head=False,
+        source_hint="zai-org/GLM-5.2",
+    ),
+    ModelFamily(
+        name="deepseek-v3",  # DeepSeek-V3/R1 (no indexer) and V3.2 (indexer)
+        architectures=("DeepseekV3ForCausalLM", "DeepseekV32ForCausalLM"),
+        draft_architectures=("DeepseekV3ForCausalLMNextN",),
+        attention=mla_attention,
+        indexer=_has_index_config,
+        draft_embed_and_head=True,
+        source_hint="deepseek-ai/DeepSeek-V3",
+    ),
+    ModelFamily(
+        name="glm-4.5",  # GLM-4.5/4.6/4.7: GQA attention, MTP sometimes in an un-indexed mtp.safetensors
+        architectures=("Glm4MoeForCausalLM",),
+        draft_architectures=("Glm4MoeForCausalLMNextN",),
+        attention=gqa_attention,
+        indexer=lambda cfg: False,
+        draft_embed_and_head=False,  # vLLM #25993: GLM-4.6 layer 92 has no embed_tokens/shared_head.head
+        loads_unindexed_mtp_file=True,
+        source_hint="zai-org/GLM-4.7",
+    ),
+)
+
+
+def family_for(architecture: str) -> ModelFamily | None:
+    for family in FAMILIES:
+        if architecture in family.architectures or architecture in family.draft_architectures:
+            return family
+    return None
+
+
+def supported_architectures() -> list[str]:
+    return [arch for family in FAMILIES for arch in family.architectures]

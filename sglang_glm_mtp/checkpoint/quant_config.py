@@ -1,0 +1,103 @@
+"""The checkpoint's quantization declaration, read with SGLang 0.5.23's precedence and matching.
+
+Two formats exist: the flat ``config.json`` ``quantization_config`` (newer ModelOpt;
+excludes under ``ignore``) and the nested ``hf_quant_config.json``
+(``quantization.exclude_modules``). SGLang reads config.json first and only falls back
+to hf_quant_config.json, so that is the order here too. Exclusion matching mirrors
+``ModelOptQuantConfig.is_layer_excluded``: glob -> regex fullmatch on the whole prefix
+or any single dot-separated part, the fused-QKV tail rule, and ``language_model.``
+stripping.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any, Literal, Mapping
+
+from .precision import Precision
+
+QuantSource = Literal["config.json", "hf_quant_config.json", "none"]
+
+_FUSED_TAILS = ("q_a_proj", "q_b_proj", "kv_a_proj_with_mqa", "kv_b_proj")
+
+
+@dataclass(frozen=True)
+class QuantDeclaration:
+    """What the checkpoint's config files say about quantization."""
+
+    source: QuantSource
+    method: str | None  # e.g. "modelopt", "fp8"
+    quant_algo: str | None  # e.g. "NVFP4", "FP8"
+    exclude: tuple[str, ...] = ()
+    exclude_key: str | None = None  # "ignore" / "exclude_modules" / ...: where graft writes
+    raw: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def precision(self) -> Precision:
+        algo = (self.quant_algo or "").upper()
+        if "FP4" in algo:
+            return "nvfp4"
+        if "FP8" in algo or self.method == "fp8":
+            return "fp8"
+        return "bf16"
+
+    @property
+    def quantizes(self) -> bool:
+        return self.source != "none" and self.precision != "bf16"
+
+    @property
+    def is_modelopt(self) -> bool:
+        return self.method in (None, "modelopt", "modelopt_fp4", "modelopt_fp8") and self.quant_algo is not None
+
+    def is_excluded(self, prefix: str) -> bool:
+        return is_layer_excluded(prefix, self.exclude)
+
+
+def read_quant_declaration(config: Mapping[str, Any], hf_quant_config: Mapping[str, Any] | None) -> QuantDeclaration:
+    """Apply SGLang's precedence: config.json's quantization_config wins."""
+    flat = config.get("quantization_config")
+    if isinstance(flat, Mapping) and flat:
+        method = flat.get("quant_method")
+        algo = flat.get("quant_algo")
+        if algo is None and method == "fp8":
+            algo = "FP8"
+        for key in ("ignore", "modules_to_not_convert", "exclude_modules"):
+            if key in flat:
+                return QuantDeclaration("config.json", method, algo, tuple(flat.get(key) or ()), key, flat)
+        return QuantDeclaration("config.json", method, algo, (), "ignore" if method in (None, "modelopt") else
+                                "modules_to_not_convert", flat)
+    if isinstance(hf_quant_config, Mapping):
+        nested = hf_quant_config.get("quantization")
+        if isinstance(nested, Mapping):
+            return QuantDeclaration("hf_quant_config.json", "modelopt", nested.get("quant_algo"),
+                                    tuple(nested.get("exclude_modules") or ()), "exclude_modules", hf_quant_config)
+    return QuantDeclaration("none", None, None)
+
+
+@lru_cache(maxsize=4096)
+def _pattern(glob: str) -> re.Pattern[str]:
+    return re.compile(glob.replace(".", r"\.").replace("*", ".*"))
+
+
+def is_layer_excluded(prefix: str, patterns: tuple[str, ...] | list[str]) -> bool:
+    """SGLang 0.5.23's ``ModelOptQuantConfig.is_layer_excluded`` semantics, without SGLang."""
+    candidates = [prefix]
+    if prefix.startswith("language_model."):
+        candidates.append(prefix[len("language_model."):])
+    last = prefix.rsplit(".", 1)[-1]
+    for glob in patterns:
+        regex = _pattern(glob)
+        for candidate in candidates:
+            if regex.fullmatch(candidate) or any(regex.fullmatch(part) for part in candidate.split(".")):
+                return True
+        tail = glob.rsplit(".", 1)[-1]
+        if tail in _FUSED_TAILS and tail in last:
+            return True
+    return False
+
+
+def draft_exclude_pattern(layer: int) -> str:
+    """The pattern graft adds (and the published overlays use) to keep the draft BF16."""
+    return f"model.layers.{layer}*"

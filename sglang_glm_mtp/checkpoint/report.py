@@ -1,0 +1,95 @@
+"""The inspection report: the stable ``check --json`` document (schema in docs/check-json.md)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from .precision import Precision
+from .safetensors_format import TensorEntry
+
+Status = Literal["ready", "not-applicable", "missing", "incomplete", "invalid"]
+Severity = Literal["error", "warning"]
+
+SCHEMA_VERSION = 1
+
+#: Every problem code ``check`` can report, in the order docs/check.md explains them.
+PROBLEM_CODES = (
+    "draft-layer-missing",
+    "draft-layer-incomplete",
+    "shape-mismatch",
+    "dtype-mismatch",
+    "index-missing-shard",
+    "index-tensor-not-in-shard",
+    "tensor-not-in-index",
+    "unindexed-shard",
+    "total-size-mismatch",
+    "corrupt-header",
+    "truncated-shard",
+    "quant-config-mismatch",
+    "draft-precision-unsupported",
+    "unexpected-tensor",
+)
+
+
+@dataclass(frozen=True)
+class Problem:
+    code: str
+    message: str
+    severity: Severity = "error"
+    file: str | None = None
+
+
+@dataclass(frozen=True)
+class TensorLocation:
+    """Where one draft tensor's bytes live: used by graft, never serialised."""
+
+    shard: str
+    entry: TensorEntry
+    data_start: int  # file offset of the shard's data buffer
+
+    @property
+    def file_offset(self) -> int:
+        return self.data_start + self.entry.begin
+
+
+@dataclass
+class InspectionReport:
+    checkpoint: str
+    status: Status
+    architecture: str
+    family: str | None
+    draft_layer: int | None
+    expected_tensors: int = 0
+    found_tensors: int = 0
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    draft_precision: Precision | None = None
+    target_precision: Precision | None = None
+    draft_bytes: int = 0
+    draft_shards: list[str] = field(default_factory=list)
+    quant_config: dict[str, Any] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+    remedy: str | None = None
+    standalone_draft: bool = False
+    #: draft tensor name -> location; graft reads this, JSON does not carry it
+    locations: dict[str, TensorLocation] = field(default_factory=dict, repr=False)
+    #: config.json as read, for compatibility checks (not serialised)
+    config: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("ready", "not-applicable")
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.ok else 1
+
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "error"]
+
+    def to_json(self) -> dict[str, Any]:
+        doc = asdict(self)
+        doc.pop("locations")
+        doc.pop("config")
+        return {"schema_version": SCHEMA_VERSION, **doc}

@@ -1,0 +1,236 @@
+"""The safetensors container format, as far as this project reads and writes it.
+
+Why hand-written: the ``safetensors`` library exposes no data offsets (graft copies
+byte ranges), cannot parse a header from remote bytes, cannot write a file whose
+tensor bytes are streamed in later, and stops at the first defect with a message
+that does not say *which* rule was broken. Everything here follows the rules that
+``safetensors==0.8.0`` enforces on load (see docs/check.md), so a header this module
+accepts is one the library accepts, and a header it builds is byte-identical to the
+library's own writer (compact JSON, ``__metadata__`` first, space padding to 8 bytes,
+tensors ordered by dtype descending then name).
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass
+from math import prod
+from typing import BinaryIO, Iterable, Mapping
+
+#: Size of the little-endian u64 header-length prefix.
+PREFIX_BYTES = 8
+#: safetensors refuses headers larger than this; so do we, before allocating anything.
+MAX_HEADER_BYTES = 100_000_000
+
+#: Item size in bits for every dtype string safetensors 0.8.0 accepts.
+DTYPE_BITS: dict[str, int] = {
+    "BOOL": 8, "F4": 4, "F6_E2M3": 6, "F6_E3M2": 6, "U8": 8, "I8": 8,
+    "F8_E5M2": 8, "F8_E4M3": 8, "F8_E8M0": 8, "F8_E4M3FNUZ": 8, "F8_E5M2FNUZ": 8,
+    "I16": 16, "U16": 16, "F16": 16, "BF16": 16, "I32": 32, "U32": 32, "F32": 32,
+    "C64": 64, "F64": 64, "I64": 64, "U64": 64,
+}
+
+#: Writer order: dtype enum descending (checked against safetensors' save_file).
+_WRITE_ORDER = [
+    "U64", "I64", "F64", "C64", "F32", "U32", "I32", "BF16", "F16", "U16", "I16",
+    "F8_E5M2FNUZ", "F8_E4M3FNUZ", "F8_E8M0", "F8_E4M3", "F8_E5M2", "I8", "U8",
+    "F6_E3M2", "F6_E2M3", "F4", "BOOL",
+]
+_WRITE_RANK = {dtype: rank for rank, dtype in enumerate(_WRITE_ORDER)}
+
+
+class HeaderError(ValueError):
+    """A safetensors header that the library would refuse to load.
+
+    ``code`` is ``corrupt-header`` or ``truncated-shard``: the two problem codes
+    ``check`` reports for a damaged shard.
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class TensorEntry:
+    """One tensor as the header describes it; offsets are relative to the data buffer."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    begin: int
+    end: int
+
+    @property
+    def nbytes(self) -> int:
+        return self.end - self.begin
+
+
+@dataclass(frozen=True)
+class ShardHeader:
+    """A parsed header: where the data buffer starts and what it holds."""
+
+    header_len: int
+    metadata: dict[str, str]
+    tensors: dict[str, TensorEntry]
+
+    @property
+    def data_start(self) -> int:
+        """File offset of the data buffer."""
+        return PREFIX_BYTES + self.header_len
+
+    @property
+    def payload_bytes(self) -> int:
+        return sum(t.nbytes for t in self.tensors.values())
+
+    @property
+    def expected_file_size(self) -> int:
+        return self.data_start + self.payload_bytes
+
+
+def tensor_nbytes(dtype: str, shape: Iterable[int]) -> int:
+    """Payload size of a tensor; F4/F6 pack several elements per byte."""
+    bits = DTYPE_BITS[dtype] * prod(shape)
+    return (bits + 7) // 8
+
+
+def parse_length_prefix(prefix: bytes, file_size: int | None) -> int:
+    """Validate the 8-byte prefix before anything of size N is allocated."""
+    if len(prefix) < PREFIX_BYTES:
+        raise HeaderError("truncated-shard" if file_size is None or file_size > 0 else "corrupt-header",
+                          f"file is {len(prefix)} bytes, shorter than the 8-byte header-length prefix")
+    (header_len,) = struct.unpack("<Q", prefix[:PREFIX_BYTES])
+    if header_len > MAX_HEADER_BYTES:
+        raise HeaderError("corrupt-header",
+                          f"header length {header_len:,} exceeds safetensors' limit of {MAX_HEADER_BYTES:,} bytes")
+    if header_len < 2:
+        raise HeaderError("corrupt-header", f"header length {header_len} cannot hold a JSON object")
+    if file_size is not None and PREFIX_BYTES + header_len > file_size:
+        raise HeaderError("truncated-shard",
+                          f"header claims {header_len:,} bytes but the file is only {file_size:,} bytes long")
+    return header_len
+
+
+def parse_header_bytes(header_len: int, raw: bytes, file_size: int | None = None) -> ShardHeader:
+    """Parse and validate the JSON header; ``raw`` is exactly ``header_len`` bytes."""
+    if len(raw) < header_len:
+        raise HeaderError("truncated-shard",
+                          f"file ends inside the header ({len(raw):,} of {header_len:,} bytes present)")
+    try:
+        doc = json.loads(raw.decode("utf-8").rstrip(" "))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise HeaderError("corrupt-header", f"header is not valid UTF-8 JSON ({exc.__class__.__name__}: {exc})") from None
+    if not isinstance(doc, dict):
+        raise HeaderError("corrupt-header", f"header JSON is a {type(doc).__name__}, not an object")
+
+    metadata: dict[str, str] = {}
+    tensors: dict[str, TensorEntry] = {}
+    for name, value in doc.items():
+        if name == "__metadata__":
+            if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+                raise HeaderError("corrupt-header", "__metadata__ must map strings to strings")
+            metadata = dict(value)
+            continue
+        tensors[name] = _parse_entry(name, value)
+
+    _check_tiling(tensors)
+    header = ShardHeader(header_len=header_len, metadata=metadata, tensors=tensors)
+    if file_size is not None:
+        if file_size < header.expected_file_size:
+            raise HeaderError("truncated-shard",
+                              f"file is {file_size:,} bytes but its header places data up to byte "
+                              f"{header.expected_file_size:,} (missing {header.expected_file_size - file_size:,} bytes)")
+        if file_size > header.expected_file_size:
+            raise HeaderError("corrupt-header",
+                              f"{file_size - header.expected_file_size:,} bytes after the last tensor "
+                              "(safetensors: 'incomplete metadata, file not fully covered')")
+    return header
+
+
+def _parse_entry(name: str, value: object) -> TensorEntry:
+    if not isinstance(value, dict):
+        raise HeaderError("corrupt-header", f"entry {name!r} is not an object")
+    dtype, shape, offsets = value.get("dtype"), value.get("shape"), value.get("data_offsets")
+    if dtype not in DTYPE_BITS:
+        raise HeaderError("corrupt-header", f"tensor {name!r} has unknown dtype {dtype!r}")
+    if not isinstance(shape, list) or not all(_is_uint(d) for d in shape):
+        raise HeaderError("corrupt-header", f"tensor {name!r} has an invalid shape {shape!r}")
+    if (not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_uint(o) for o in offsets)
+            or offsets[0] > offsets[1]):
+        raise HeaderError("corrupt-header", f"tensor {name!r} has invalid data_offsets {offsets!r}")
+    begin, end = offsets
+    if end - begin != tensor_nbytes(dtype, shape):
+        raise HeaderError("corrupt-header",
+                          f"tensor {name!r}: {end - begin} bytes in data_offsets, but {dtype}{shape} needs "
+                          f"{tensor_nbytes(dtype, shape)}")
+    return TensorEntry(name=name, dtype=dtype, shape=tuple(shape), begin=begin, end=end)
+
+
+def _is_uint(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _check_tiling(tensors: Mapping[str, TensorEntry]) -> None:
+    """Offsets must tile the buffer from 0 without holes or overlaps, as the library demands."""
+    cursor = 0
+    for entry in sorted(tensors.values(), key=lambda t: (t.begin, t.end)):
+        if entry.begin != cursor:
+            kind = "overlaps the previous tensor" if entry.begin < cursor else "leaves a hole before it"
+            raise HeaderError("corrupt-header", f"invalid offset for tensor {entry.name!r}: {kind}")
+        cursor = entry.end
+
+
+def read_header(stream: BinaryIO, file_size: int | None) -> ShardHeader:
+    """Read and validate a header from an open binary stream positioned at 0.
+
+    Allocation is bounded by ``MAX_HEADER_BYTES`` and by the file size, whatever the
+    prefix claims.
+    """
+    prefix = stream.read(PREFIX_BYTES)
+    header_len = parse_length_prefix(prefix, file_size)
+    raw = stream.read(header_len)
+    return parse_header_bytes(header_len, raw, file_size)
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A tensor to be written: name, dtype and shape; bytes come separately."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+
+    @property
+    def nbytes(self) -> int:
+        return tensor_nbytes(self.dtype, self.shape)
+
+
+def write_order(specs: Iterable[TensorSpec]) -> list[TensorSpec]:
+    """The order safetensors' own writer uses: dtype rank, then name."""
+    return sorted(specs, key=lambda s: (_WRITE_RANK[s.dtype], s.name))
+
+
+def build_header(specs: Iterable[TensorSpec], metadata: Mapping[str, str] | None = None) -> tuple[bytes, ShardHeader]:
+    """Serialise a header exactly as safetensors does; returns (prefix+header bytes, parsed view).
+
+    Tensors are laid out in ``write_order``; the caller must then write their bytes in
+    that same order.
+    """
+    doc: dict[str, object] = {}
+    if metadata:
+        doc["__metadata__"] = dict(metadata)
+    entries: dict[str, TensorEntry] = {}
+    cursor = 0
+    for spec in write_order(specs):
+        end = cursor + spec.nbytes
+        doc[spec.name] = {"dtype": spec.dtype, "shape": list(spec.shape), "data_offsets": [cursor, end]}
+        entries[spec.name] = TensorEntry(spec.name, spec.dtype, tuple(spec.shape), cursor, end)
+        cursor = end
+    body = json.dumps(doc, separators=(",", ":")).encode("utf-8")
+    body += b" " * ((8 - len(body) % 8) % 8)
+    parsed = ShardHeader(header_len=len(body), metadata=dict(metadata or {}), tensors=entries)
+    return struct.pack("<Q", len(body)) + body, parsed

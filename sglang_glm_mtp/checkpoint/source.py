@@ -1,0 +1,171 @@
+"""Where a checkpoint's files come from: a local directory or a Hugging Face Hub repo.
+
+Both kinds answer the same small set of questions (list files, sizes, small JSON files,
+seekable binary streams), so inspection and graft never care which one they read. The
+Hub side goes through huggingface_hub's ``HfFileSystem``, whose file objects issue
+HTTP Range requests: reading a header or one tensor never downloads a whole shard.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, Protocol
+from urllib.parse import quote
+
+from ..errors import CheckpointUnreadable
+
+logger = logging.getLogger(__name__)
+
+_HUB_ID = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.\-]*/[\w.\-]+)(?:@(?P<rev>[^\s]+))?$")
+
+
+class CheckpointSource(Protocol):
+    """Read-only access to one checkpoint's top-level files."""
+
+    @property
+    def display(self) -> str: ...
+
+    @property
+    def is_remote(self) -> bool: ...
+
+    def list_files(self) -> dict[str, int]:
+        """Top-level file name -> size in bytes."""
+
+    def read_json(self, name: str) -> Any | None:
+        """Parsed JSON of a small file, or None when it does not exist."""
+
+    def open(self, name: str) -> BinaryIO:
+        """A seekable binary stream; the caller closes it."""
+
+    def local_path(self, name: str) -> Path | None:
+        """The file on local disk, when there is one (enables copy_file_range)."""
+
+
+@dataclass
+class LocalCheckpoint:
+    root: Path
+
+    @property
+    def display(self) -> str:
+        return str(self.root)
+
+    @property
+    def is_remote(self) -> bool:
+        return False
+
+    def list_files(self) -> dict[str, int]:
+        files: dict[str, int] = {}
+        with os.scandir(self.root) as entries:
+            for entry in entries:
+                if entry.is_file():  # follows symlinks, as SGLang's glob does
+                    files[entry.name] = entry.stat().st_size
+        return files
+
+    def read_json(self, name: str) -> Any | None:
+        path = self.root / name
+        if not path.is_file():
+            return None
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise CheckpointUnreadable(f"{path} is not valid JSON ({exc})") from None
+
+    def open(self, name: str) -> BinaryIO:
+        return open(self.root / name, "rb")
+
+    def local_path(self, name: str) -> Path | None:
+        return self.root / name
+
+
+class HubCheckpoint:
+    """A Hub repo read through ``HfFileSystem`` (range reads, no whole-shard downloads)."""
+
+    def __init__(self, repo_id: str, revision: str | None = None, *, endpoint: str | None = None,
+                 token: str | bool | None = None) -> None:
+        from huggingface_hub import HfFileSystem
+
+        self.repo_id = repo_id
+        self.revision = revision
+        self.fs = HfFileSystem(endpoint=endpoint, token=token)
+        rev = f"@{quote(revision, safe='')}" if revision else ""
+        self._root = f"{repo_id}{rev}"
+        self._listing: dict[str, int] | None = None
+
+    @property
+    def display(self) -> str:
+        return f"{self.repo_id}@{self.revision}" if self.revision else self.repo_id
+
+    @property
+    def is_remote(self) -> bool:
+        return True
+
+    def _path(self, name: str) -> str:
+        return f"{self._root}/{name}"
+
+    def list_files(self) -> dict[str, int]:
+        if self._listing is None:
+            try:
+                entries = self.fs.ls(self._root, detail=True, refresh=True)
+            except Exception as exc:  # huggingface_hub raises many error types; all mean "unreadable"
+                raise CheckpointUnreadable(_hub_error(self.display, exc)) from None
+            self._listing = {e["name"].rsplit("/", 1)[-1]: int(e.get("size") or 0)
+                             for e in entries if e.get("type") == "file"}
+        return self._listing
+
+    def read_json(self, name: str) -> Any | None:
+        if name not in self.list_files():
+            return None
+        try:
+            raw = self.fs.cat_file(self._path(name))
+        except Exception as exc:
+            raise CheckpointUnreadable(_hub_error(f"{self.display}/{name}", exc)) from None
+        try:
+            return json.loads(raw)
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise CheckpointUnreadable(f"{self.display}/{name} is not valid JSON ({exc})") from None
+
+    def open(self, name: str) -> BinaryIO:
+        # A modest block size keeps header reads to one small Range request.
+        return self.fs.open(self._path(name), "rb", block_size=1 << 20)  # type: ignore[return-value]
+
+    def local_path(self, name: str) -> Path | None:
+        return None
+
+
+def _hub_error(what: str, exc: Exception) -> str:
+    kind = type(exc).__name__
+    if "RepositoryNotFound" in kind:
+        return f"no such Hub repo or local directory: {what}"
+    if "RevisionNotFound" in kind:
+        return f"no such revision on the Hub: {what}"
+    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else kind
+    return f"cannot read {what} from the Hub ({kind}: {first_line})"
+
+
+def open_checkpoint(spec: str, *, endpoint: str | None = None) -> CheckpointSource:
+    """A local directory if ``spec`` names one, otherwise a Hub id ``org/name[@revision]``."""
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return LocalCheckpoint(path.resolve())
+    if path.exists():
+        raise CheckpointUnreadable(f"{spec} is a file; expected a checkpoint directory or a Hub id org/name")
+    match = _HUB_ID.match(spec)
+    if match is None or spec.startswith((".", "/", "~")):
+        raise CheckpointUnreadable(f"no such directory: {spec}")
+    return HubCheckpoint(match["repo"], match["rev"], endpoint=endpoint)
+
+
+def resolve_cached_hub_snapshot(repo_id: str, revision: str | None) -> Path | None:
+    """The local cache folder of a Hub repo, without any network access (for the plugin preflight)."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id, revision=revision, local_files_only=True))
+    except Exception as exc:  # not cached, or cache damaged: the caller decides what that means
+        logger.debug("no cached snapshot for %s@%s: %s", repo_id, revision, exc)
+        return None

@@ -1,0 +1,391 @@
+"""Synthetic checkpoints with the real names, dtypes and shape rules, for tests, demo and benchmarks.
+
+Two kinds:
+
+* tiny pairs (``tiny_pair``): a BF16 "original" that has the MTP layer and an NVFP4
+  "target" without it, at the fixture dimensions of docs/synthetic.md; plus one variant
+  per ``check`` problem code (``make_variant``);
+* layout-only full-scale checkpoints (``full_scale_glm52``): GLM-5.2's real config, real
+  headers (232,296 tensors, total_size 439,842,893,136 for the NVFP4 target) and sparse
+  data regions, so scale is testable on a laptop.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+from .checkpoint.families import Config, LayerTensor, ModelFamily, family_for
+from .checkpoint.precision import quantized_form
+from .checkpoint.quant_config import draft_exclude_pattern
+from .checkpoint.safetensors_format import TensorSpec
+from .checkpoint.writer import INDEX_FILE, atomic_write_json, index_document, shard_name, split_into_shards, write_shard
+
+Storage = Literal["bf16", "nvfp4", "fp8"]
+QuantFormat = Literal["nested", "flat"]
+
+# ----------------------------------------------------------------------------- configs
+
+GLM52_CONFIG: dict[str, Any] = {
+    "architectures": ["GlmMoeDsaForCausalLM"], "model_type": "glm_moe_dsa", "dtype": "bfloat16",
+    "hidden_size": 6144, "num_hidden_layers": 78, "num_nextn_predict_layers": 1, "vocab_size": 154880,
+    "intermediate_size": 12288, "moe_intermediate_size": 2048, "first_k_dense_replace": 3,
+    "mlp_layer_types": ["dense"] * 3 + ["sparse"] * 75,
+    "n_routed_experts": 256, "n_shared_experts": 1, "num_experts_per_tok": 8, "n_group": 1, "topk_group": 1,
+    "topk_method": "noaux_tc", "scoring_func": "sigmoid", "routed_scaling_factor": 2.5, "norm_topk_prob": True,
+    "moe_layer_freq": 1, "num_attention_heads": 64, "num_key_value_heads": 64, "q_lora_rank": 2048,
+    "kv_lora_rank": 512, "qk_nope_head_dim": 192, "qk_rope_head_dim": 64, "v_head_dim": 256, "qk_head_dim": 256,
+    "head_dim": 64, "index_n_heads": 32, "index_head_dim": 128, "index_topk": 2048, "index_topk_freq": 4,
+    "index_skip_topk_offset": 3, "index_share_for_mtp_iteration": True, "indexer_rope_interleave": True,
+    "rope_interleave": True, "rope_parameters": {"rope_theta": 8000000, "rope_type": "default"},
+    "max_position_embeddings": 1048576, "rms_norm_eps": 1e-05, "tie_word_embeddings": False,
+    "eos_token_id": [154820, 154827, 154829], "pad_token_id": 154820, "attention_bias": False, "hidden_act": "silu",
+}
+GLM52_CONFIG["indexer_types"] = ["full" if max(i - 3 + 1, 0) % 4 == 0 else "shared" for i in range(78)]
+
+
+def tiny_glm52_config(**overrides: Any) -> dict[str, Any]:
+    """GLM-5.2 shape rules at tiny size (reference: checkpoint-layouts.md section 8)."""
+    cfg = dict(GLM52_CONFIG)
+    cfg.update({
+        "hidden_size": 64, "vocab_size": 256, "num_hidden_layers": 4, "first_k_dense_replace": 1,
+        "mlp_layer_types": ["dense", "sparse", "sparse", "sparse"], "index_topk_freq": 2,
+        "index_skip_topk_offset": 2, "indexer_types": ["full", "full", "shared", "full"],
+        "num_attention_heads": 4, "num_key_value_heads": 4, "q_lora_rank": 32, "kv_lora_rank": 16,
+        "qk_nope_head_dim": 24, "qk_rope_head_dim": 8, "v_head_dim": 32, "qk_head_dim": 32, "head_dim": 8,
+        "index_n_heads": 2, "index_head_dim": 16, "index_topk": 16, "intermediate_size": 128,
+        "moe_intermediate_size": 32, "n_routed_experts": 4, "n_shared_experts": 1, "num_experts_per_tok": 2,
+        "max_position_embeddings": 4096, "pad_token_id": 0, "bos_token_id": 0, "eos_token_id": [1],
+        "rope_parameters": {"rope_theta": 8000000, "rope_type": "default"},
+    })
+    cfg.update(overrides)
+    return cfg
+
+
+def tiny_deepseek_v3_config(**overrides: Any) -> dict[str, Any]:
+    """DeepSeek-V3 shape rules at tiny size: MLA, no indexer, embed/head inside the MTP layer."""
+    cfg: dict[str, Any] = {
+        "architectures": ["DeepseekV3ForCausalLM"], "model_type": "deepseek_v3", "torch_dtype": "bfloat16",
+        "hidden_size": 64, "num_hidden_layers": 4, "num_nextn_predict_layers": 1, "vocab_size": 256,
+        "intermediate_size": 128, "moe_intermediate_size": 32, "first_k_dense_replace": 1,
+        "n_routed_experts": 4, "n_shared_experts": 1, "num_experts_per_tok": 2, "n_group": 1, "topk_group": 1,
+        "topk_method": "noaux_tc", "scoring_func": "sigmoid", "routed_scaling_factor": 2.5, "norm_topk_prob": True,
+        "moe_layer_freq": 1, "num_attention_heads": 4, "num_key_value_heads": 4, "q_lora_rank": 32,
+        "kv_lora_rank": 16, "qk_nope_head_dim": 24, "qk_rope_head_dim": 8, "v_head_dim": 32,
+        "max_position_embeddings": 4096, "rms_norm_eps": 1e-06, "tie_word_embeddings": False,
+        "rope_theta": 10000, "attention_bias": False, "hidden_act": "silu", "bos_token_id": 0, "eos_token_id": 1,
+    }
+    cfg.update(overrides)
+    return cfg
+
+
+# ----------------------------------------------------------------------------- tensor lists
+
+
+def storage_of(tensor: LayerTensor, storage: Storage) -> Storage:
+    """Which linears a quantized export quantizes.
+
+    NVFP4 (the scheme that reproduces the community GLM-5.2 NVFP4 total_size exactly):
+    every MLP linear (routed, shared, dense); attention, indexer, gate stay BF16. FP8
+    (DeepSeek-V3 style): every linear but eh_proj.
+    """
+    if not tensor.linear or storage == "bf16":
+        return "bf16"
+    if storage == "nvfp4":
+        return "nvfp4" if tensor.name.startswith("mlp.") else "bf16"
+    return "bf16" if tensor.name.startswith("eh_proj") else "fp8"
+
+
+def layer_specs(family: ModelFamily, cfg: Config, layer: int, storage: Storage, *, draft: bool = False,
+                rename_to: int | None = None) -> list[TensorSpec]:
+    prefix = f"model.layers.{layer if rename_to is None else rename_to}."
+    specs: list[TensorSpec] = []
+    for tensor in family.layer_tensors(cfg, layer, draft=draft):
+        for spec in quantized_form(tensor, storage_of(tensor, storage)):
+            specs.append(TensorSpec(prefix + spec.name, spec.dtype, spec.shape))
+    return specs
+
+
+def model_specs(cfg_raw: dict[str, Any], storage: Storage, *, with_draft: bool,
+                draft_storage: Storage = "bf16") -> list[TensorSpec]:
+    cfg = Config(cfg_raw)
+    family = family_for(cfg.architecture)
+    assert family is not None, cfg.architecture
+    hidden, vocab = cfg.int("hidden_size"), cfg.int("vocab_size")
+    specs = [TensorSpec("model.embed_tokens.weight", "BF16", (vocab, hidden)),
+             TensorSpec("lm_head.weight", "BF16", (vocab, hidden)),
+             TensorSpec("model.norm.weight", "BF16", (hidden,))]
+    for layer in range(cfg.int("num_hidden_layers")):
+        specs += layer_specs(family, cfg, layer, storage)
+    if with_draft:
+        specs += layer_specs(family, cfg, family.draft_layer(cfg), draft_storage, draft=True)
+    return specs
+
+
+def nvfp4_exclude_modules(cfg_raw: dict[str, Any], *, draft_quantized: bool = False) -> list[str]:
+    """The exclude list of a ModelOpt NVFP4 export that keeps attention, gate and norms BF16.
+
+    With ``draft_quantized`` the MTP layer is treated like any other layer (its MLP
+    quantized) instead of being excluded whole.
+    """
+    cfg = Config(cfg_raw)
+    layers = cfg.int("num_hidden_layers")
+    excludes = ["lm_head", "model.embed_tokens", "model.norm"]
+    if draft_quantized:
+        excludes += [f"model.layers.{layers}.{m}" for m in ("eh_proj", "enorm", "hnorm", "shared_head*")]
+    for i in range(layers + 1 if draft_quantized else layers):
+        excludes += [f"model.layers.{i}.self_attn*", f"model.layers.{i}.input_layernorm",
+                     f"model.layers.{i}.post_attention_layernorm"]
+        if i >= cfg.int("first_k_dense_replace", 0):
+            excludes.append(f"model.layers.{i}.mlp.gate")
+    if not draft_quantized:
+        excludes.append(draft_exclude_pattern(layers))
+    return excludes
+
+
+def write_quant_config(directory: Path, cfg_raw: dict[str, Any], fmt: QuantFormat, excludes: list[str]) -> dict[str, Any]:
+    """Write the NVFP4 quant declaration in one of ModelOpt's two formats; returns config.json."""
+    cfg = dict(cfg_raw)
+    if fmt == "nested":
+        atomic_write_json(directory / "hf_quant_config.json", {
+            "producer": {"name": "modelopt", "version": "0.27.0"},
+            "quantization": {"quant_algo": "NVFP4", "kv_cache_quant_algo": None, "group_size": 16,
+                             "exclude_modules": excludes}})
+    else:
+        cfg["quantization_config"] = {
+            "quant_method": "modelopt", "quant_algo": "NVFP4",
+            "producer": {"name": "modelopt", "version": "0.45.0"},
+            "config_groups": {"group_0": {
+                "weights": {"num_bits": 4, "type": "float", "group_size": 16, "dynamic": False},
+                "input_activations": {"num_bits": 4, "type": "float", "group_size": 16, "dynamic": False},
+                "targets": ["Linear"]}},
+            "ignore": excludes}
+    return cfg
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def deterministic_fill(spec: TensorSpec, handle: Any) -> None:
+    """Bytes that depend only on the tensor name: valid BF16/F32/F8 values, no NaN."""
+    seed = zlib.crc32(spec.name.encode())
+    n = spec.nbytes
+    if spec.dtype == "F32":
+        unit = (0x3F800000 + (seed & 0xFFFF)).to_bytes(4, "little")  # ~1.0
+    elif spec.dtype in ("BF16", "F16"):
+        unit = (0x3C00 + (seed & 0x3FF)).to_bytes(2, "little") + (0xBC00 + ((seed >> 10) & 0x3FF)).to_bytes(2, "little")
+    elif spec.dtype == "F8_E4M3":
+        unit = bytes([0x30 + (seed % 16), 0x38 + ((seed >> 4) % 8)])  # finite, positive scales
+    else:
+        unit = bytes((seed + i * 37) & 0xFF for i in range(251))
+    block = (unit * (65536 // len(unit) + 1))[: 65536 - 65536 % len(unit)]
+    written = 0
+    while written < n:
+        chunk = block[: min(len(block), n - written)]
+        handle.write(chunk)
+        written += len(chunk)
+
+
+def write_checkpoint(directory: Path, cfg_raw: dict[str, Any], specs: list[TensorSpec], *, num_shards: int,
+                     sparse: bool = False) -> dict[str, str]:
+    """Write config.json, the shards and the index; returns the weight map."""
+    directory.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(directory / "config.json", cfg_raw)
+    groups = split_into_shards(specs, num_shards)
+    weight_map: dict[str, str] = {}
+    total = 0
+    for i, group in enumerate(groups, start=1):
+        name = shard_name(i, len(groups))
+        write_shard(directory / name, group, None if sparse else deterministic_fill)
+        for spec in group:
+            weight_map[spec.name] = name
+            total += spec.nbytes
+    atomic_write_json(directory / INDEX_FILE, index_document(weight_map, total))
+    (directory / "generation_config.json").write_text(json.dumps({"_from_model_config": True}) + "\n")
+    return weight_map
+
+
+# ----------------------------------------------------------------------------- pairs and variants
+
+
+@dataclass(frozen=True)
+class SyntheticPair:
+    original: Path  # BF16, with the draft layer
+    target: Path  # quantized, draft layer dropped (config still declares it)
+
+
+def tiny_pair(workdir: Path, *, family: Literal["glm5", "deepseek-v3"] = "glm5", quant_format: QuantFormat = "nested",
+              target_has_draft: bool = False, draft_storage: Storage = "bf16") -> SyntheticPair:
+    """The problem in miniature: a BF16 original and an NVFP4 target that dropped the MTP layer."""
+    cfg = tiny_glm52_config() if family == "glm5" else tiny_deepseek_v3_config()
+    original, target = workdir / "original-bf16", workdir / "target-nvfp4"
+    write_checkpoint(original, cfg, model_specs(cfg, "bf16", with_draft=True), num_shards=6)
+    target.mkdir(parents=True, exist_ok=True)
+    excludes = nvfp4_exclude_modules(cfg, draft_quantized=target_has_draft and draft_storage != "bf16")
+    target_cfg = write_quant_config(target, cfg, quant_format, excludes)
+    write_checkpoint(target, target_cfg, model_specs(cfg, "nvfp4", with_draft=target_has_draft,
+                                                     draft_storage=draft_storage), num_shards=3)
+    return SyntheticPair(original, target)
+
+
+def full_scale_glm52(directory: Path, *, with_draft: bool = False, storage: Storage = "nvfp4",
+                     num_shards: int | None = None) -> dict[str, str]:
+    """Layout-only GLM-5.2 (real headers, sparse data): 45 NVFP4 shards or 282 BF16 shards."""
+    cfg = dict(GLM52_CONFIG)
+    if storage == "nvfp4":
+        cfg = write_quant_config(directory if directory.mkdir(parents=True, exist_ok=True) is None else directory,
+                                 cfg, "nested", nvfp4_exclude_modules(cfg))
+    specs = model_specs(GLM52_CONFIG, storage, with_draft=with_draft)
+    shards = num_shards or (45 if storage == "nvfp4" else 282)
+    return write_checkpoint(directory, cfg, specs, num_shards=shards, sparse=True)
+
+
+# Each variant turns a *complete* tiny GLM target (draft layer grafted, BF16) into one that
+# shows exactly one problem code. The demo and the tests share them.
+
+
+def _load_index(d: Path) -> dict[str, Any]:
+    return json.loads((d / INDEX_FILE).read_text())
+
+
+def _draft_shard(d: Path, index: dict[str, Any], layer: int = 4) -> str:
+    return next(v for k, v in index["weight_map"].items() if k.startswith(f"model.layers.{layer}."))
+
+
+def _rewrite_shard(d: Path, shard: str, edit: Callable[[list[TensorSpec]], list[TensorSpec]]) -> list[TensorSpec]:
+    from .checkpoint.safetensors_format import read_header
+
+    with open(d / shard, "rb") as handle:
+        header = read_header(handle, (d / shard).stat().st_size)
+    specs = edit([TensorSpec(e.name, e.dtype, e.shape) for e in header.tensors.values()])
+    write_shard(d / shard, specs, deterministic_fill)
+    return specs
+
+
+def _drop_tensors(d: Path, predicate: Callable[[str], bool]) -> None:
+    index = _load_index(d)
+    for shard in sorted(set(index["weight_map"].values())):
+        _rewrite_shard(d, shard, lambda specs: [s for s in specs if not predicate(s.name)])
+    _reindex(d, {k: v for k, v in index["weight_map"].items() if not predicate(k)})
+
+
+def _reindex(d: Path, weight_map: dict[str, str]) -> None:
+    from .checkpoint.safetensors_format import read_header
+
+    total = 0
+    for shard in sorted(set(weight_map.values())):
+        if (d / shard).exists():
+            with open(d / shard, "rb") as handle:
+                total += read_header(handle, (d / shard).stat().st_size).payload_bytes
+    atomic_write_json(d / INDEX_FILE, index_document(weight_map, total))
+
+
+def _variant_incomplete(d: Path) -> None:
+    _drop_tensors(d, lambda n: n.startswith("model.layers.4.mlp.experts.3."))
+
+
+def _variant_shape(d: Path) -> None:
+    shard = _draft_shard(d, _load_index(d))
+    _rewrite_shard(d, shard, lambda specs: [TensorSpec(s.name, s.dtype, (64, 64)) if s.name.endswith(
+        "4.eh_proj.weight") else s for s in specs])
+    _reindex(d, _load_index(d)["weight_map"])
+
+
+def _variant_dtype(d: Path) -> None:
+    shard = _draft_shard(d, _load_index(d))
+    _rewrite_shard(d, shard, lambda specs: [TensorSpec(s.name, "F8_E4M3", s.shape) if s.name.endswith(
+        "4.enorm.weight") else s for s in specs])
+    _reindex(d, _load_index(d)["weight_map"])
+
+
+def _variant_index_missing_shard(d: Path) -> None:
+    index = _load_index(d)
+    index["weight_map"]["model.layers.0.mlp.extra.weight"] = shard_name(9, 9)
+    atomic_write_json(d / INDEX_FILE, index)
+
+
+def _variant_index_tensor_not_in_shard(d: Path) -> None:
+    index = _load_index(d)
+    index["weight_map"]["model.layers.4.ghost.weight"] = _draft_shard(d, index)
+    atomic_write_json(d / INDEX_FILE, index)
+
+
+def _variant_tensor_not_in_index(d: Path) -> None:
+    index = _load_index(d)
+    del index["weight_map"]["model.layers.4.hnorm.weight"]
+    atomic_write_json(d / INDEX_FILE, index)
+
+
+def _variant_unindexed_shard(d: Path) -> None:
+    """The hand-made mtp.safetensors case: the layer sits in a file the index doesn't name."""
+    cfg = Config(json.loads((d / "config.json").read_text()))
+    family = family_for(cfg.architecture)
+    assert family is not None
+    layer = family.draft_layer(cfg)
+    _drop_tensors(d, lambda n: n.startswith(f"model.layers.{layer}."))
+    write_shard(d / "mtp.safetensors", layer_specs(family, cfg, layer, "bf16", draft=True), deterministic_fill)
+
+
+def _variant_total_size(d: Path) -> None:
+    index = _load_index(d)
+    index["metadata"]["total_size"] += 4096
+    atomic_write_json(d / INDEX_FILE, index)
+
+
+def _variant_corrupt_header(d: Path) -> None:
+    path = d / _draft_shard(d, _load_index(d))
+    data = bytearray(path.read_bytes())
+    data[8:12] = b"\xff\xfe[1"
+    path.write_bytes(bytes(data))
+
+
+def _variant_truncated(d: Path) -> None:
+    path = d / _draft_shard(d, _load_index(d))
+    with open(path, "r+b") as handle:
+        handle.truncate(path.stat().st_size - 100)
+
+
+def _variant_quant_mismatch(d: Path) -> None:
+    quant = json.loads((d / "hf_quant_config.json").read_text())
+    quant["quantization"]["exclude_modules"].remove("model.layers.4*")
+    atomic_write_json(d / "hf_quant_config.json", quant)
+
+
+VARIANTS: dict[str, Callable[[Path], None]] = {
+    "ready": lambda d: None,
+    "draft-layer-incomplete": _variant_incomplete,
+    "shape-mismatch": _variant_shape,
+    "dtype-mismatch": _variant_dtype,
+    "index-missing-shard": _variant_index_missing_shard,
+    "index-tensor-not-in-shard": _variant_index_tensor_not_in_shard,
+    "tensor-not-in-index": _variant_tensor_not_in_index,
+    "unindexed-shard": _variant_unindexed_shard,
+    "total-size-mismatch": _variant_total_size,
+    "corrupt-header": _variant_corrupt_header,
+    "truncated-shard": _variant_truncated,
+    "quant-config-mismatch": _variant_quant_mismatch,
+}
+
+
+def make_variant(workdir: Path, code: str) -> Path:
+    """A tiny GLM NVFP4 checkpoint whose only defect is ``code``.
+
+    ``draft-layer-missing`` is the plain target; ``draft-precision-unsupported`` has an
+    NVFP4 draft layer; the rest start from a complete BF16-draft target.
+    """
+    if code == "draft-layer-missing":
+        return tiny_pair(workdir).target
+    if code == "draft-precision-unsupported":
+        return tiny_pair(workdir, target_has_draft=True, draft_storage="nvfp4").target
+    target = tiny_pair(workdir, target_has_draft=True).target
+    VARIANTS[code](target)
+    return target
+
+
+def copy_checkpoint(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst, symlinks=True)
+    return dst
