@@ -137,3 +137,16 @@ def test_unreadable_input_is_one_line_exit_2(tmp_path: Path, glm_pair: synthetic
     assert main(["check", str(target)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err and err.startswith("sglang-glm-mtp check: error:")
+
+
+def test_full_scale_layout_only_glm52(tmp_path: Path) -> None:
+    """Real GLM-5.2 NVFP4 headers at full scale (sparse data): exact totals, and check's verdict."""
+    weight_map = synthetic.full_scale_glm52(tmp_path / "full")
+    index = json.loads((tmp_path / "full" / "model.safetensors.index.json").read_text())
+    assert len(weight_map) == 232_296
+    assert index["metadata"]["total_size"] == 439_842_893_136
+    assert len(list((tmp_path / "full").glob("*.safetensors"))) == 45
+    report = inspect(str(tmp_path / "full"))
+    assert report.status == "missing" and report.expected_tensors == 791 and len(report.missing) == 791
+    assert report.target_precision == "nvfp4"
+    assert [p.code for p in report.problems] == ["draft-layer-missing"]

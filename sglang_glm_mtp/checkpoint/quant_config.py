@@ -76,26 +76,29 @@ def read_quant_declaration(config: Mapping[str, Any], hf_quant_config: Mapping[s
     return QuantDeclaration("none", None, None)
 
 
-@lru_cache(maxsize=4096)
-def _pattern(glob: str) -> re.Pattern[str]:
-    return re.compile(glob.replace(".", r"\.").replace("*", ".*"))
+@lru_cache(maxsize=64)
+def _matcher(patterns: tuple[str, ...]) -> tuple[re.Pattern[str] | None, frozenset[str]]:
+    """All globs as one alternation (exclude lists run to hundreds of entries), plus fused tails."""
+    if not patterns:
+        return None, frozenset()
+    alternation = "|".join(f"(?:{glob.replace('.', chr(92) + '.').replace('*', '.*')})" for glob in patterns)
+    tails = frozenset(t for t in (g.rsplit(".", 1)[-1] for g in patterns) if t in _FUSED_TAILS)
+    return re.compile(alternation), tails
 
 
 def is_layer_excluded(prefix: str, patterns: tuple[str, ...] | list[str]) -> bool:
     """SGLang 0.5.23's ``ModelOptQuantConfig.is_layer_excluded`` semantics, without SGLang."""
+    regex, tails = _matcher(tuple(patterns))
+    if regex is None:
+        return False
     candidates = [prefix]
     if prefix.startswith("language_model."):
         candidates.append(prefix[len("language_model."):])
-    last = prefix.rsplit(".", 1)[-1]
-    for glob in patterns:
-        regex = _pattern(glob)
-        for candidate in candidates:
-            if regex.fullmatch(candidate) or any(regex.fullmatch(part) for part in candidate.split(".")):
-                return True
-        tail = glob.rsplit(".", 1)[-1]
-        if tail in _FUSED_TAILS and tail in last:
+    for candidate in candidates:
+        if regex.fullmatch(candidate) or any(regex.fullmatch(part) for part in candidate.split(".")):
             return True
-    return False
+    last = prefix.rsplit(".", 1)[-1]
+    return any(tail in last for tail in tails)
 
 
 def draft_exclude_pattern(layer: int) -> str:
