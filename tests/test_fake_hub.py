@@ -34,26 +34,8 @@ SHARD2 = "model-00002-of-00002.safetensors"
 
 
 @pytest.fixture(autouse=True)
-def _isolated_hf(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Keep huggingface_hub off the user's cache/token and out of offline mode."""
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf_cache"))
-    monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.delenv("HF_TOKEN", raising=False)
-    # constants were read at import time; the cache dir is what default downloads use.
-    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "hf_cache"))
-    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
-
-
-@pytest.fixture
-def no_backoff_sleep(monkeypatch: pytest.MonkeyPatch) -> None:
-    """huggingface_hub sleeps 1s, 2s, ... between retries; tests need not wait."""
-    import huggingface_hub.file_download as fd
-    import huggingface_hub.utils._http as hf_http
-
-    monkeypatch.setattr(hf_http.time, "sleep", lambda _s: None)
-    monkeypatch.setattr(fd.time, "sleep", lambda _s: None)
+def _isolated(isolated_hf: None) -> None:
+    """Every test here talks to the fake Hub only (fixture in conftest.py)."""
 
 
 @pytest.fixture
@@ -110,7 +92,8 @@ def test_hf_file_system_listing_and_small_files(hub: FakeHub, repo_dir: Path) ->
     assert fs.exists(f"{REPO}/config.json") and not fs.exists(f"{REPO}/nope.json")
     assert not fs.exists("org/missing/config.json") and not fs.exists(f"{REPO}@nope/config.json")
     info = fs.info(f"{REPO}/{SHARD1}")
-    assert (info["name"], info["size"], info["type"]) == (f"{REPO}/{SHARD1}", (repo_dir / SHARD1).stat().st_size, "file")
+    size1 = (repo_dir / SHARD1).stat().st_size
+    assert (info["name"], info["size"], info["type"]) == (f"{REPO}/{SHARD1}", size1, "file")
     assert fs.info(f"{REPO}/sub/notes.txt", refresh=True)["size"] == 5  # paths-info endpoint
     assert fs.isdir(f"{REPO}/sub")
     assert json.loads(fs.cat_file(f"{REPO}/config.json")) == json.loads((repo_dir / "config.json").read_text())

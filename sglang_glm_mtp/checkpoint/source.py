@@ -130,15 +130,22 @@ class HubCheckpoint:
             raise CheckpointUnreadable(f"{self.display}/{name} is not valid JSON ({exc})") from None
 
     def open(self, name: str) -> BinaryIO:
-        # A modest block size keeps header reads to one small Range request.
-        return self.fs.open(self._path(name), "rb", block_size=1 << 20)  # type: ignore[return-value]
+        # A small read-ahead block keeps a header read to a few KB past the header itself.
+        return self.fs.open(self._path(name), "rb", block_size=64 << 10)  # type: ignore[return-value]
 
     def local_path(self, name: str) -> Path | None:
         return None
 
 
-def _hub_error(what: str, exc: Exception) -> str:
-    kind = type(exc).__name__
+def _hub_error(what: str, exc: BaseException) -> str:
+    # HfFileSystem wraps RepositoryNotFound/RevisionNotFound in FileNotFoundError.
+    cause = exc.__cause__ or exc
+    kind = type(cause).__name__
+    text = str(exc)
+    if "repository not found" in text:
+        kind = "RepositoryNotFoundError"
+    elif "revision not found" in text:
+        kind = "RevisionNotFoundError"
     if "RepositoryNotFound" in kind:
         return f"no such Hub repo or local directory: {what}"
     if "RevisionNotFound" in kind:
