@@ -1,0 +1,152 @@
+"""Build the NextN draft in the precision its checkpoint really stores.
+
+SGLang 0.5.23 takes the draft's quant config from the target and then, for
+``modelopt_fp4``, forces it to None: right for a BF16 draft, fatal for an NVFP4 one
+(U8 weights copied into BF16 parameters). Here the decision comes from the draft
+layer's safetensors headers instead:
+
+* BF16 draft  -> None (unquantized), whatever the target is;
+* FP8 draft   -> the block-FP8 config DeepSeek/GLM FP8 releases use;
+* NVFP4 draft -> the target's ModelOpt FP4 config, excludes remapped from
+  ``model.layers.N.*`` to the draft's ``model.*``/``model.decoder.*`` names, and
+  protected from the ``modelopt_fp4 -> None`` override (see ``_shield_from_override``).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import sys
+from typing import Any, Callable
+
+logger = logging.getLogger(__name__)
+
+#: MTP-only modules that the draft keeps under ``model.*`` (SGLang's NextN rename rule).
+NEXTN_SPEC_NAMES = ("shared_head.norm", "eh_proj", "enorm", "hnorm")
+
+_logged: set[str] = set()
+
+
+def _log_once(message: str, *args: Any) -> None:
+    text = message % args
+    if text not in _logged:
+        _logged.add(text)
+        logger.info(text)
+
+
+def draft_storage(config: Any) -> tuple[str | None, str]:
+    """(precision, evidence) of the draft layer, from the preflight state or a fresh header read."""
+    from sglang.srt.runtime_context import get_spec
+
+    from .preflight import open_draft_source
+    from .resolution import STATE_ATTR
+
+    state = _published_state(STATE_ATTR)
+    preflight = (state or {}).get("preflight")
+    if preflight and preflight.get("draft_precision"):
+        return preflight["draft_precision"], (f"{preflight['found_tensors']} tensors of model.layers."
+                                              f"{preflight['draft_layer']} in {', '.join(preflight['draft_shards'])}")
+    spec = get_spec()
+    source = open_draft_source(spec.speculative_draft_model_path, spec.speculative_draft_model_revision)
+    if source is None:
+        return None, "draft checkpoint not readable before load"
+    from ..checkpoint.inspect import inspect
+
+    report = inspect(source)
+    return report.draft_precision, f"{report.found_tensors} tensors of model.layers.{report.draft_layer} " \
+                                   f"in {', '.join(report.draft_shards) or 'no shard'}"
+
+
+def _published_state(attr: str) -> dict[str, Any] | None:
+    try:
+        from sglang.srt.runtime_context import get_context
+
+        return getattr(get_context().server_args, attr, None)
+    except Exception:  # not published (unit tests building the model directly)
+        return None
+
+
+def resolve_nextn_quant_config(original_fn: Callable[..., Any], model: Any, config: Any, quant_config: Any) -> Any:
+    """AROUND hook on ``<NextN class>._resolve_nextn_quant_config``; always calls the original first."""
+    resolved = original_fn(model, config, quant_config)
+    if resolved is None or resolved.get_name() not in ("modelopt_fp4", "fp8", "modelopt_fp8"):
+        return resolved  # BF16 target, Quark handled upstream, or a method we do not second-guess
+    precision, evidence = draft_storage(config)
+    layer = config.num_hidden_layers
+    target = resolved.get_name()
+    if precision == "bf16":
+        _log_once("glm_mtp: draft model.layers.%s is stored BF16 (%s); building it unquantized "
+                  "(target keeps %s)", layer, evidence, target)
+        return None
+    if precision == "fp8":
+        if target == "fp8":
+            return resolved
+        from sglang.srt.layers.quantization.fp8 import Fp8Config
+
+        _log_once("glm_mtp: draft model.layers.%s is stored FP8 (%s); building it with block FP8 [128, 128]",
+                  layer, evidence)
+        return Fp8Config(is_checkpoint_fp8_serialized=True, weight_block_size=[128, 128])
+    if precision == "nvfp4":
+        if target != "modelopt_fp4":
+            logger.error("glm_mtp: draft model.layers.%s is stored NVFP4 but the target is %s; no NVFP4 config "
+                         "to build it with", layer, target)
+            return resolved
+        _log_once("glm_mtp: draft model.layers.%s is stored NVFP4 (%s); keeping modelopt_fp4 for the draft",
+                  layer, evidence)
+        return nvfp4_draft_config(resolved, layer)
+    logger.warning("glm_mtp: draft model.layers.%s precision is %s (%s); leaving SGLang's choice (%s)",
+                   layer, precision, evidence, target)
+    return resolved
+
+
+def remap_excludes(patterns: list[str], layer: int) -> list[str]:
+    """Add the draft-module spelling of every pattern that names layer N or all layers."""
+    ckpt = f"model.layers.{layer}"
+    out = list(patterns)
+    for pattern in patterns:
+        if pattern == f"{ckpt}*" or pattern.startswith(f"{ckpt}."):
+            rest = pattern[len(ckpt):]
+            target = "model" if any(name in pattern for name in NEXTN_SPEC_NAMES) else "model.decoder"
+            out.append(target + rest if rest != "*" else "model.decoder*")
+            if rest == "*":
+                out += [f"model.{name}*" for name in NEXTN_SPEC_NAMES]
+        elif pattern.startswith("model.layers.*."):
+            out.append("model.decoder." + pattern[len("model.layers.*."):])
+    return list(dict.fromkeys(out))
+
+
+def nvfp4_draft_config(target_config: Any, layer: int) -> Any:
+    draft = copy.copy(target_config)
+    draft.exclude_modules = remap_excludes(list(target_config.exclude_modules or []), layer)
+    _shield_from_override(draft)
+    return draft
+
+
+def _shield_from_override(config: Any) -> None:
+    """Hide the name ``modelopt_fp4`` from exactly one reader: ``DeepseekModelNextN.__init__``.
+
+    That constructor nulls any config named ``modelopt_fp4`` before building the
+    decoder. Every other reader (FusedMoE, linear methods, enable_nextn_moe_bf16_cast_to_fp8)
+    runs in its own frame and still sees the real name, so quant-method selection is
+    untouched. Re-implementing the 80-line constructor instead would fork SGLang code.
+    """
+    from sglang.srt.models.deepseek_nextn import DeepseekModelNextN
+
+    init = DeepseekModelNextN.__init__
+    codes = {getattr(fn, "__code__", None) for fn in _unwrap_chain(init)}
+    real_get_name = config.get_name
+
+    def get_name() -> str:
+        if sys._getframe(1).f_code in codes:
+            return "modelopt_fp4_draft"
+        return real_get_name()
+
+    config.get_name = get_name
+    config._glm_mtp_nvfp4_draft = True
+
+
+def _unwrap_chain(fn: Any) -> list[Any]:
+    chain = [fn]
+    while hasattr(chain[-1], "__wrapped__"):
+        chain.append(chain[-1].__wrapped__)
+    return chain

@@ -1,0 +1,116 @@
+"""The plugin's step in SGLang's server-args resolution (main process, before anything spawns).
+
+Wraps ``handle_speculative_decoding``: after SGLang's own step has mapped NEXTN to
+EAGLE, set the draft path and inherited the draft MoE runner, this runs the preflight
+and, unless the user chose one, declares the draft MoE runner from the rule table.
+What it found and decided travels to the schedulers on the ServerArgs record as
+``_glm_mtp_state`` (underscore attributes survive SGLang's pickling).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from typing import Any, Callable
+
+from ..runner_rules import RunnerDecision, RunnerFacts, choose_draft_runner
+from . import settings, upstream
+from .preflight import PreflightResult, run_preflight
+
+logger = logging.getLogger(__name__)
+
+STATE_ATTR = "_glm_mtp_state"
+DECLARATION_SOURCE = "glm_mtp"
+
+
+def state_of(server_args: Any) -> dict[str, Any]:
+    state = getattr(server_args, STATE_ATTR, None)
+    if state is None:
+        state = {}
+        setattr(server_args, STATE_ATTR, state)
+    return state
+
+
+def speculative_step(server_args: Any, previous: Callable[[Any], None]) -> None:
+    """``register_resolution_hook("handle_speculative_decoding")`` wrapper; always calls ``previous``."""
+    previous(server_args)
+    from sglang.srt.arg_groups.model_override_base import model_config_of, resolving_view
+
+    if settings.strict_mode():
+        from .strict import verify_strict
+
+        verify_strict()
+    view = resolving_view(server_args)
+    if view.speculative_algorithm != "EAGLE" or not view.speculative_draft_model_path:
+        return
+    architecture = (getattr(model_config_of(server_args).hf_config, "architectures", None) or [""])[0]
+    state = state_of(server_args)
+    state["architecture"] = architecture
+
+    result: PreflightResult | None = None
+    if upstream.has_fix("preflight"):
+        logger.info("glm_mtp: this SGLang already runs a draft preflight; the plugin's preflight stands down")
+    else:
+        result = run_preflight(view.speculative_draft_model_path, view.speculative_draft_model_revision, architecture)
+    if result is None and architecture and not upstream.has_fix("preflight"):
+        from ..checkpoint.families import family_for
+
+        if family_for(architecture) is None:
+            return  # not a family this plugin knows: leave everything to SGLang
+    if result is not None:
+        state["preflight"] = result.to_dict()
+
+    if upstream.has_fix("moe_runner"):
+        logger.info("glm_mtp: this SGLang already picks the draft MoE runner; the plugin's choice stands down")
+        return
+    decision = decide_runner(server_args, view, result)
+    state["moe_runner"] = {"backend": decision.backend or view.speculative_moe_runner_backend,
+                           "rule": decision.rule, "reason": decision.reason}
+
+
+def decide_runner(server_args: Any, view: Any, result: PreflightResult | None) -> RunnerDecision:
+    """Declare the draft's MoE runner, unless the user passed --speculative-moe-runner-backend."""
+    if server_args.speculative_moe_runner_backend is not None:  # raw field: the user's own flag
+        decision = RunnerDecision(None, None, "user-flag",
+                                  f"--speculative-moe-runner-backend {server_args.speculative_moe_runner_backend} "
+                                  "was given; left untouched")
+        logger.info("glm_mtp: draft MoE runner %s (%s)", server_args.speculative_moe_runner_backend, decision.reason)
+        return decision
+    from sglang.srt.arg_groups.overrides import declare_resolution
+    from sglang.srt.runtime_context import get_platform
+
+    platform = get_platform()
+    draft = (result.draft_precision if result else None) or "bf16"
+    target = (result.target_precision if result else None) or _precision_of_quantization(view.quantization)
+    facts = RunnerFacts(
+        draft_precision=draft, target_precision=target, target_backend=str(view.moe_runner_backend),
+        device_sm=_device_sm(platform), is_hip=bool(platform.is_hip),
+        flashinfer_available=bool(platform.has_flashinfer) and importlib.util.find_spec("flashinfer") is not None,
+        tp_size=int(view.tp_size or 1), ep_size=int(view.ep_size or 1), moe_a2a_backend=view.moe_a2a_backend)
+    decision = choose_draft_runner(facts)
+    fields: dict[str, Any] = {}
+    if decision.backend is not None:
+        fields["speculative_moe_runner_backend"] = decision.backend
+    if decision.a2a_backend is not None and view.speculative_moe_a2a_backend in (None, "none", "flashinfer"):
+        fields["speculative_moe_a2a_backend"] = decision.a2a_backend
+    if fields:
+        declare_resolution(server_args, DECLARATION_SOURCE, **fields)
+    chosen = decision.backend or view.speculative_moe_runner_backend
+    logger.info("glm_mtp: draft MoE runner %s [rule %s]: %s", chosen, decision.rule, decision.reason)
+    return decision
+
+
+def _device_sm(platform: Any) -> int | None:
+    try:
+        sm = int(platform.device_sm)
+    except Exception:  # NVML absent or no GPU: the rule table treats None as unknown
+        return None
+    return sm or None
+
+
+def _precision_of_quantization(quantization: str | None) -> str:
+    if quantization in ("modelopt_fp4", "nvfp4_online", "modelopt_mixed"):
+        return "nvfp4"
+    if quantization in ("fp8", "modelopt_fp8", "mxfp8"):
+        return "fp8"
+    return "bf16"

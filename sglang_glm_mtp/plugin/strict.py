@@ -1,0 +1,46 @@
+"""Strict mode (``--enable-plugin glm_mtp``): fail the launch instead of running half-installed.
+
+SGLang only logs plugin and hook failures (plugins/__init__.py, apply_hooks), so a
+version drift would silently disable the checks; strict mode turns that into an error
+in the main process, before anything spawns.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import pkgutil
+
+from . import settings
+
+logger = logging.getLogger(__name__)
+
+
+class PluginStrictModeError(ValueError):
+    """A plugin named in --enable-plugin is missing, or glm_mtp's hooks did not all install."""
+
+
+def verify_strict() -> None:
+    from .registration import EAGER_TARGETS, LAZY_TARGETS, REQUIRED_ATTRIBUTES
+
+    installed = {ep.name for ep in importlib.metadata.entry_points(group="sglang.srt.plugins")}
+    absent = [name for name in settings.enabled_plugins() if name not in installed]
+    if absent:
+        raise PluginStrictModeError(
+            f"--enable-plugin names plugin(s) that are not installed: {', '.join(absent)} "
+            f"(installed: {', '.join(sorted(installed)) or 'none'}); pip install the missing package(s)")
+    from sglang.srt.plugins.hook_registry import HookRegistry
+
+    problems = [f"{target} (not applied)" for target in EAGER_TARGETS if target not in HookRegistry._patched]
+    for target in LAZY_TARGETS + REQUIRED_ATTRIBUTES:  # installed when the draft is built; check they exist on this SGLang
+        owner, _, attribute = target.rpartition(".")
+        try:
+            if not hasattr(pkgutil.resolve_name(owner), attribute):
+                problems.append(f"{target} (no such attribute)")
+        except (ImportError, AttributeError, ValueError) as exc:
+            problems.append(f"{target} ({type(exc).__name__}: {exc})")
+    if problems:
+        raise PluginStrictModeError(
+            "glm_mtp is enabled with --enable-plugin but cannot hook this SGLang version: "
+            + "; ".join(problems) + ". Supported versions: docs/supported-versions.md")
+    logger.info("glm_mtp: strict mode, all %d hooks verified", len(EAGER_TARGETS) + len(LAZY_TARGETS))
