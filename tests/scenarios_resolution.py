@@ -1,0 +1,128 @@
+"""Main-process scenarios against the real SGLang 0.5.23: plugin discovery and server-args resolution.
+
+Run as ``python tests/scenarios_resolution.py <family> '<json params>'`` in a fresh
+process (SGLang's imports cost seconds and leave process-global state: plugins load
+once per process, resolution hooks cannot be unregistered). Prints one ``RESULT:``
+JSON line. Faked, because it needs a GPU: the GPU generation (SGLang's own
+``override_platform`` test primitive plus ``torch.cuda.get_device_capability``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from typing import Any, Callable
+
+#: Platform facts SGLang reads during resolution, per emulated GPU generation.
+GENERATIONS: dict[str, dict[str, Any]] = {
+    "sm90": dict(is_sm90=True, is_sm100=False, is_sm100_or_sm110=False, is_sm110=False, is_sm120=False,
+                 is_blackwell=False, is_hopper_with_cuda_12_3=True, device_sm=90, device_capability=(9, 0)),
+    "sm100": dict(is_sm90=False, is_sm100=True, is_sm100_or_sm110=True, is_sm110=False, is_sm120=False,
+                  is_blackwell=True, is_hopper_with_cuda_12_3=False, device_sm=100, device_capability=(10, 0)),
+    "sm120": dict(is_sm90=False, is_sm100=False, is_sm100_or_sm110=False, is_sm110=False, is_sm120=True,
+                  is_blackwell=True, is_hopper_with_cuda_12_3=False, device_sm=120, device_capability=(12, 0)),
+}
+COMMON = dict(is_cuda=True, is_hip=False, is_npu=False, is_xpu=False, is_musa=False, is_mps=False, has_amx=False,
+              has_flashinfer=True)
+
+
+def resolve(argv: list[str], generation: str) -> Any:
+    """prepare_server_args + resolve_once exactly as launch_server does, under an emulated GPU."""
+    import torch
+    from sglang.srt.runtime_context import override_platform
+    from sglang.srt.server_args import prepare_server_args
+
+    facts = {**COMMON, **GENERATIONS[generation]}
+    torch.cuda.get_device_capability = lambda *a, **k: facts["device_capability"]  # GPU-only probe
+    with override_platform(**facts):
+        server_args = prepare_server_args(argv)
+        server_args.resolve_once()
+    return server_args
+
+
+def _outcome(fn: Callable[[], Any]) -> dict[str, Any]:
+    try:
+        return {"ok": True, **fn()}
+    except Exception as exc:  # the scenario reports what SGLang raised; the test asserts on it
+        return {"ok": False, "error_type": type(exc).__name__, "error_mro": [c.__name__ for c in type(exc).__mro__],
+                "error": str(exc)}
+
+
+def _resolved(server_args: Any) -> dict[str, Any]:
+    from sglang.srt.arg_groups.overrides import resolved_view
+
+    view = resolved_view(server_args)
+    return {"spec_runner": view.speculative_moe_runner_backend, "target_runner": view.moe_runner_backend,
+            "spec_a2a": view.speculative_moe_a2a_backend, "algorithm": view.speculative_algorithm,
+            "state": getattr(server_args, "_glm_mtp_state", None),
+            "sources": [src for src, _ in getattr(server_args, "_resolved_overrides", [])]}
+
+
+def family_resolution(params: dict[str, Any]) -> dict[str, Any]:
+    """Discovery through SGLang's load_plugins, then one resolution per case."""
+    import psutil
+    from sglang.srt.plugins import load_plugins
+    from sglang.srt.plugins.hook_registry import HookRegistry
+
+    load_plugins()
+    load_plugins()  # idempotent: SGLang guards it; the plugin's register() must be too
+    from sglang.srt.arg_groups import resolution_hooks
+
+    result: dict[str, Any] = {
+        "patched": sorted(HookRegistry._patched),
+        "resolution_hooks": {k: [f.__module__ + "." + f.__qualname__ for f in v]
+                             for k, v in resolution_hooks._HOOKS.items()},
+        "glm4_moe_imported": "sglang.srt.models.glm4_moe" in sys.modules,
+        "cases": {},
+    }
+    for case in params["cases"]:
+        argv = ["--model-path", case["model"], "--device", "cuda", *case.get("argv", [])]
+        outcome = _outcome(lambda: _resolved(resolve(argv, case.get("generation", "sm100"))))
+        outcome["children"] = len(psutil.Process().children(recursive=True))
+        result["cases"][case["name"]] = outcome
+    return result
+
+
+def family_version_drift(params: dict[str, Any]) -> dict[str, Any]:
+    """An SGLang without one of the hooked methods: strict mode must refuse, default mode must not."""
+    from sglang.srt.models.deepseek_nextn import DeepseekV3ForCausalLMNextN
+    from sglang.srt.models.glm4_moe import GlmMoeDsaForCausalLMNextN
+    from sglang.srt.plugins import load_plugins
+
+    # As in an SGLang before PR #30265, which introduced _resolve_nextn_quant_config.
+    delattr(GlmMoeDsaForCausalLMNextN, "_resolve_nextn_quant_config")
+    delattr(DeepseekV3ForCausalLMNextN, "_resolve_nextn_quant_config")
+    load_plugins()
+    argv = ["--model-path", params["model"], "--device", "cuda", "--speculative-algorithm", "NEXTN"]
+    out = {"default": _outcome(lambda: _resolved(resolve(argv, "sm100")))}
+    out["strict"] = _outcome(lambda: _resolved(resolve(argv + ["--enable-plugin", "glm_mtp"], "sm100")))
+    os.environ.pop("SGLANG_ENABLE_PLUGIN", None)
+    out["unknown_plugin"] = _outcome(lambda: _resolved(resolve(argv + ["--enable-plugin", "glm_mtp,nope"], "sm100")))
+    return out
+
+
+def family_engine(params: dict[str, Any]) -> dict[str, Any]:
+    """The Python API: sglang.Engine(...) must raise the preflight error before spawning anything."""
+    import psutil
+    import torch
+
+    torch.cuda.get_device_capability = lambda *a, **k: (10, 0)
+    from sglang.srt.entrypoints.engine import Engine
+
+    outcome = _outcome(lambda: {"engine": repr(Engine(model_path=params["model"], speculative_algorithm="NEXTN",
+                                                      device="cuda"))})
+    outcome["children"] = len(psutil.Process().children(recursive=True))
+    return outcome
+
+
+FAMILIES = {"resolution": family_resolution, "version_drift": family_version_drift, "engine": family_engine}
+
+if __name__ == "__main__":
+    family, raw = sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else "{}"
+    try:
+        payload = FAMILIES[family](json.loads(raw))
+    except Exception:
+        payload = {"crashed": traceback.format_exc()}
+    sys.stdout.write("RESULT:" + json.dumps(payload, default=str) + "\n")

@@ -1,0 +1,166 @@
+"""The plugin in SGLang's main process: discovery, preflight, draft MoE runner, --enable-plugin.
+
+Everything runs the real SGLang 0.5.23 (entry-point discovery through ``load_plugins``,
+``prepare_server_args`` + ``resolve_once`` as launch_server does) in one subprocess per
+scenario family; only the GPU generation is emulated (tests/scenarios_resolution.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sglang_glm_mtp import synthetic
+
+pytestmark = pytest.mark.sglang
+SCENARIOS = Path(__file__).with_name("scenarios_resolution.py")
+
+
+def run_family(family: str, params: dict[str, Any], **env: str) -> dict[str, Any]:
+    environment = {**os.environ, "SGLANG_PLUGINS": "glm_mtp", **env}
+    environment.pop("SGLANG_ENABLE_PLUGIN", None)
+    proc = subprocess.run([sys.executable, str(SCENARIOS), family, json.dumps(params)], capture_output=True,
+                          text=True, env=environment, timeout=600)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT:")]
+    assert lines, f"no result (rc={proc.returncode})\nstdout:{proc.stdout[-3000:]}\nstderr:{proc.stderr[-3000:]}"
+    result = json.loads(lines[-1][len("RESULT:"):])
+    assert "crashed" not in result, result.get("crashed")
+    result["_stderr"] = proc.stderr
+    return result
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("resolution")
+    return {
+        "missing": synthetic.tiny_pair(root / "missing").target,
+        "ready": synthetic.tiny_pair(root / "ready", target_has_draft=True).target,
+        "incomplete": synthetic.make_variant(root / "incomplete", "draft-layer-incomplete"),
+        "original": synthetic.tiny_pair(root / "orig").original,
+        "nvfp4_draft": synthetic.tiny_pair(root / "nvfp4", target_has_draft=True, draft_storage="nvfp4").target,
+    }
+
+
+NEXTN = ["--speculative-algorithm", "NEXTN"]
+FP4 = ["--quantization", "modelopt_fp4"]
+
+
+@pytest.fixture(scope="module")
+def resolution(checkpoints: dict[str, Path]) -> dict[str, Any]:
+    cases = [
+        {"name": "missing", "model": str(checkpoints["missing"]), "argv": NEXTN + FP4},
+        {"name": "incomplete", "model": str(checkpoints["incomplete"]), "argv": NEXTN + FP4},
+        {"name": "missing_skip_env", "model": str(checkpoints["missing"]), "argv": NEXTN + FP4},
+        {"name": "ready_sm100", "model": str(checkpoints["ready"]), "argv": NEXTN + FP4},
+        {"name": "ready_sm100_cutlass_target", "model": str(checkpoints["ready"]),
+         "argv": NEXTN + FP4 + ["--moe-runner-backend", "flashinfer_cutlass"]},
+        {"name": "ready_sm90", "model": str(checkpoints["ready"]), "argv": NEXTN + FP4, "generation": "sm90"},
+        {"name": "ready_sm120", "model": str(checkpoints["ready"]), "argv": NEXTN + FP4, "generation": "sm120"},
+        {"name": "explicit_backend", "model": str(checkpoints["ready"]),
+         "argv": NEXTN + FP4 + ["--speculative-moe-runner-backend", "triton"]},
+        {"name": "bf16_model", "model": str(checkpoints["original"]), "argv": NEXTN},
+        {"name": "nvfp4_draft", "model": str(checkpoints["nvfp4_draft"]), "argv": NEXTN + FP4},
+        {"name": "no_spec", "model": str(checkpoints["missing"]), "argv": FP4},
+        {"name": "enable_plugin_flag", "model": str(checkpoints["ready"]),
+         "argv": NEXTN + FP4 + ["--enable-plugin", "glm_mtp"]},
+    ]
+    return run_family("resolution", {"cases": cases})
+
+
+def test_entry_point_discovered_and_hooks_land(resolution: dict[str, Any]) -> None:
+    assert {"sglang.srt.server_args.ServerArgs.add_cli_args",
+            "sglang.srt.model_loader.utils.get_model_architecture",
+            "sglang.srt.managers.scheduler.Scheduler.get_internal_state"} <= set(resolution["patched"])
+    assert resolution["resolution_hooks"]["handle_speculative_decoding"] == [
+        "sglang_glm_mtp.plugin.resolution.speculative_step"], "registered exactly once despite two load_plugins()"
+    assert not resolution["glm4_moe_imported"], "model modules must not be imported just to hook them"
+
+
+def test_missing_draft_refused_before_anything_spawns(resolution: dict[str, Any]) -> None:
+    case = resolution["cases"]["missing"]
+    assert not case["ok"] and case["error_type"] == "DraftLayerMissingError"
+    assert "ValueError" in case["error_mro"]
+    assert "model.layers.4 is missing" in case["error"] and "35 of 35" in case["error"]
+    assert "First missing: model.layers.4." in case["error"]
+    assert "sglang-glm-mtp graft --from zai-org/GLM-5.2 --into" in case["error"]
+    assert case["children"] == 0
+
+
+def test_incomplete_draft_names_the_missing_tensors(resolution: dict[str, Any]) -> None:
+    case = resolution["cases"]["incomplete"]
+    assert case["error_type"] == "DraftLayerMissingError"
+    assert "3 of 35 expected tensors are missing" in case["error"]
+    assert "model.layers.4.mlp.experts.3.down_proj.weight" in case["error"]
+
+
+def test_ready_sm100_picks_flashinfer_cutlass_over_inherited_trtllm(resolution: dict[str, Any]) -> None:
+    case = resolution["cases"]["ready_sm100"]
+    assert case["ok"], case
+    assert case["target_runner"] == "flashinfer_trtllm"  # SGLang's SM100 default for the target
+    assert case["spec_runner"] == "flashinfer_cutlass"
+    assert case["algorithm"] == "EAGLE" and "glm_mtp" in case["sources"]
+    assert case["state"]["moe_runner"]["rule"] == "blackwell-bf16-draft"
+    assert case["state"]["preflight"]["draft_precision"] == "bf16"
+
+
+@pytest.mark.parametrize("name, runner, rule", [
+    ("ready_sm100_cutlass_target", "flashinfer_cutlass", "blackwell-bf16-draft"),
+    ("ready_sm90", "triton", "pre-blackwell-bf16-draft"),
+    ("ready_sm120", "flashinfer_cutlass", "blackwell-bf16-draft"),
+    ("nvfp4_draft", "flashinfer_trtllm", "quantized-like-target"),
+    ("bf16_model", "flashinfer_trtllm", "unquantized-target"),
+])
+def test_runner_rule_per_generation(resolution: dict[str, Any], name: str, runner: str, rule: str) -> None:
+    case = resolution["cases"][name]
+    assert case["ok"], case
+    assert case["spec_runner"] == runner
+    assert case["state"]["moe_runner"]["rule"] == rule
+
+
+def test_explicit_user_backend_is_left_untouched(resolution: dict[str, Any]) -> None:
+    case = resolution["cases"]["explicit_backend"]
+    assert case["ok"] and case["spec_runner"] == "triton"
+    assert "glm_mtp" not in case["sources"]
+    assert case["state"]["moe_runner"]["rule"] == "user-flag"
+
+
+def test_without_speculative_decoding_nothing_happens(resolution: dict[str, Any]) -> None:
+    case = resolution["cases"]["no_spec"]
+    assert case["ok"] and not case["state"]
+
+
+def test_enable_plugin_flag_parses(resolution: dict[str, Any]) -> None:
+    case = resolution["cases"]["enable_plugin_flag"]
+    assert case["ok"], case
+    assert "strict mode, all" in resolution["_stderr"]
+
+
+def test_skip_env_starts_with_a_warning(checkpoints: dict[str, Path]) -> None:
+    result = run_family("resolution", {"cases": [
+        {"name": "skip", "model": str(checkpoints["missing"]), "argv": NEXTN + FP4}]},
+        SGLANG_GLM_MTP_SKIP_PREFLIGHT="1")
+    assert result["cases"]["skip"]["ok"]
+    assert result["cases"]["skip"]["state"]["preflight"]["skipped"] is True
+    assert "SGLANG_GLM_MTP_SKIP_PREFLIGHT=1, starting anyway" in result["_stderr"]
+
+
+def test_version_drift_strict_mode(checkpoints: dict[str, Path]) -> None:
+    result = run_family("version_drift", {"model": str(checkpoints["ready"])})
+    assert result["default"]["ok"], result["default"]
+    strict = result["strict"]
+    assert not strict["ok"] and strict["error_type"] == "PluginStrictModeError"
+    assert "_resolve_nextn_quant_config" in strict["error"]
+    unknown = result["unknown_plugin"]
+    assert not unknown["ok"] and "not installed: nope" in unknown["error"]
+
+
+def test_engine_api_refuses_before_spawning(checkpoints: dict[str, Path]) -> None:
+    result = run_family("engine", {"model": str(checkpoints["missing"])})
+    assert not result["ok"] and result["error_type"] == "DraftLayerMissingError", result
+    assert result["children"] == 0
