@@ -1,0 +1,77 @@
+"""What the plugin adds to SGLang's server-args resolution on the full-scale GLM-5.2 layout.
+
+Target (plugin issue): the preflight adds <= 0.5 s. Baseline in the same run: the same
+resolution with the plugin excluded (``SGLANG_PLUGINS`` naming nothing installed). Each
+mode runs in its own process (resolution hooks cannot be unregistered); inside it one
+warm-up resolution absorbs SGLang's lazy imports, then five timed ones.
+
+    python benchmarks/bench_preflight.py [--workdir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results" / "preflight.json"
+TESTS = Path(__file__).resolve().parent.parent / "tests"
+
+CHILD = r"""
+import json, sys, time
+sys.path.insert(0, {tests!r})
+from scenarios_resolution import resolve
+from sglang.srt.plugins import load_plugins
+load_plugins()
+argv = ["--model-path", {model!r}, "--device", "cuda", "--speculative-algorithm", "NEXTN",
+        "--quantization", "modelopt_fp4"]
+resolve(argv, "sm100")  # warm-up: SGLang's lazy imports, page cache
+times = []
+for _ in range(5):
+    start = time.perf_counter()
+    resolve(argv, "sm100")
+    times.append(time.perf_counter() - start)
+print("TIMES:" + json.dumps(times))
+"""
+
+
+def run(model: Path, plugins: str) -> list[float]:
+    env = {**os.environ, "SGLANG_PLUGINS": plugins}
+    proc = subprocess.run([sys.executable, "-c", CHILD.format(tests=str(TESTS), model=str(model))],
+                          capture_output=True, text=True, env=env, timeout=900)
+    line = next((l for l in proc.stdout.splitlines() if l.startswith("TIMES:")), None)
+    if line is None:
+        raise SystemExit(f"child failed ({plugins}):\n{proc.stderr[-3000:]}")
+    return json.loads(line[len("TIMES:"):])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--workdir", type=Path, default=None)
+    args = parser.parse_args()
+    from sglang_glm_mtp.synthetic import full_scale_glm52
+
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="bench-preflight-"))
+    model = work / "grafted"
+    if not (model / "config.json").exists():
+        full_scale_glm52(model, with_draft=True, num_shards=46)
+    with_plugin = run(model, "glm_mtp")
+    without = run(model, "no-such-plugin")
+    result = {
+        "checkpoint": "full-scale GLM-5.2 NVFP4 layout + BF16 layer 78 (46 shards, 233,087 tensors)",
+        "resolve_with_plugin_s": round(statistics.median(with_plugin), 4),
+        "resolve_without_plugin_s": round(statistics.median(without), 4),
+    }
+    result["plugin_adds_s"] = round(result["resolve_with_plugin_s"] - result["resolve_without_plugin_s"], 4)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
