@@ -150,3 +150,21 @@ def test_full_scale_layout_only_glm52(tmp_path: Path) -> None:
     assert report.status == "missing" and report.expected_tensors == 791 and len(report.missing) == 791
     assert report.target_precision == "nvfp4"
     assert [p.code for p in report.problems] == ["draft-layer-missing"]
+
+
+def test_glm45_unindexed_mtp_file_is_loaded_with_a_warning(tmp_path: Path) -> None:
+    """GLM-4.7 NVFP4 exports shipped mtp.safetensors outside the index; SGLang appends it for Glm4Moe."""
+    pair = synthetic.tiny_pair(tmp_path, family="glm4.5", target_has_draft=True)
+    synthetic.VARIANTS["unindexed-shard"](pair.target)
+    report = inspect(str(pair.target))
+    assert report.family == "glm-4.5" and report.status == "ready", report.problems
+    assert report.draft_shards == ["mtp.safetensors"]
+    assert [(p.code, p.severity) for p in report.problems] == [("unindexed-shard", "warning")]
+    # 4 experts x 3, q/k/v/o + 3 biases, enorm/hnorm/eh_proj/shared_head.norm, 2 layer norms, gate + bias, shared x 3
+    assert report.expected_tensors == 12 + 7 + 4 + 2 + 2 + 3
+
+
+def test_glm45_original_and_missing(tmp_path: Path) -> None:
+    pair = synthetic.tiny_pair(tmp_path, family="glm4.5")
+    assert inspect(str(pair.original)).status == "ready"
+    assert inspect(str(pair.target)).status == "missing"
