@@ -83,6 +83,22 @@ def tiny_deepseek_v3_config(**overrides: Any) -> dict[str, Any]:
     return cfg
 
 
+def tiny_glm45_config(**overrides: Any) -> dict[str, Any]:
+    """GLM-4.5/4.6/4.7 shape rules at tiny size: GQA attention with q/k/v biases, no indexer."""
+    cfg: dict[str, Any] = {
+        "architectures": ["Glm4MoeForCausalLM"], "model_type": "glm4_moe", "torch_dtype": "bfloat16",
+        "hidden_size": 64, "num_hidden_layers": 4, "num_nextn_predict_layers": 1, "vocab_size": 256,
+        "intermediate_size": 128, "moe_intermediate_size": 32, "first_k_dense_replace": 1,
+        "n_routed_experts": 4, "n_shared_experts": 1, "num_experts_per_tok": 2, "n_group": 1, "topk_group": 1,
+        "routed_scaling_factor": 2.5, "norm_topk_prob": True, "num_attention_heads": 4, "num_key_value_heads": 2,
+        "head_dim": 16, "attention_bias": True, "use_qk_norm": False, "partial_rotary_factor": 0.5,
+        "max_position_embeddings": 4096, "rms_norm_eps": 1e-05, "tie_word_embeddings": False,
+        "rope_theta": 1000000, "hidden_act": "silu", "pad_token_id": 0, "eos_token_id": [1],
+    }
+    cfg.update(overrides)
+    return cfg
+
+
 # ----------------------------------------------------------------------------- tensor lists
 
 
@@ -218,10 +234,21 @@ class SyntheticPair:
     target: Path  # quantized, draft layer dropped (config still declares it)
 
 
-def tiny_pair(workdir: Path, *, family: Literal["glm5", "deepseek-v3"] = "glm5", quant_format: QuantFormat = "nested",
-              target_has_draft: bool = False, draft_storage: Storage = "bf16") -> SyntheticPair:
-    """The problem in miniature: a BF16 original and an NVFP4 target that dropped the MTP layer."""
-    cfg = tiny_glm52_config() if family == "glm5" else tiny_deepseek_v3_config()
+TINY_CONFIGS: dict[str, Callable[..., dict[str, Any]]] = {
+    "glm5": tiny_glm52_config, "deepseek-v3": tiny_deepseek_v3_config, "glm4.5": tiny_glm45_config}
+
+
+def tiny_pair(workdir: Path, *, family: Literal["glm5", "deepseek-v3", "glm4.5"] = "glm5",
+              quant_format: QuantFormat = "nested",
+              target_has_draft: bool = False, draft_storage: Storage = "bf16",
+              config_overrides: dict[str, Any] | None = None) -> SyntheticPair:
+    """The problem in miniature: a BF16 original and an NVFP4 target that dropped the MTP layer.
+
+    ``config_overrides`` changes the tiny config (e.g. ``fp8_draft_overrides()`` for a
+    block-FP8 draft that SGLang can construct).
+    """
+    overrides = config_overrides or {}
+    cfg = TINY_CONFIGS[family](**overrides)
     original, target = workdir / "original-bf16", workdir / "target-nvfp4"
     write_checkpoint(original, cfg, model_specs(cfg, "bf16", with_draft=True), num_shards=6)
     target.mkdir(parents=True, exist_ok=True)
@@ -230,6 +257,17 @@ def tiny_pair(workdir: Path, *, family: Literal["glm5", "deepseek-v3"] = "glm5",
     write_checkpoint(target, target_cfg, model_specs(cfg, "nvfp4", with_draft=target_has_draft,
                                                      draft_storage=draft_storage), num_shards=3)
     return SyntheticPair(original, target)
+
+
+def fp8_draft_overrides() -> dict[str, Any]:
+    """Tiny-config changes for a block-FP8 [128, 128] draft layer.
+
+    SGLang's FP8 methods refuse, at construction, merged weights (expert and shared
+    gate/up) whose parts are not whole 128-row blocks; 32 is the tiny default. The
+    loader concatenates the q_a and kv_a scale blocks, so q_lora_rank must be whole
+    blocks too (1536 in DeepSeek-V3/GLM-5.2).
+    """
+    return {"moe_intermediate_size": 128, "q_lora_rank": 128}
 
 
 def full_scale_glm52(directory: Path, *, with_draft: bool = False, storage: Storage = "nvfp4",
