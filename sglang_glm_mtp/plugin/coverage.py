@@ -7,18 +7,22 @@ for the duration of the draft's ``load_weights`` and the calls are recorded as
 ``(parameter, shard_id, expert_id)``; afterwards any parameter that got nothing is an error.
 
 Legitimately unloaded parameters are not flagged: embed_tokens and lm_head (shared
-from the target), ``_skip_weight_check`` parameters (kv-cache scales), the indexer's
+from the target), ``_skip_weight_check`` parameters (kv-cache scales), quant-method
+derived parameters (NVFP4 ``*_blockscale_swizzled``), the indexer's
 fused ``wk_weights_proj`` (written without a weight_loader; covered when both of its
 sources were streamed). Fused parameters are judged by their shards: gate/up into
 ``gate_up_proj`` and expert ``w13``, q_a + kv_a into ``fused_qkv_a_proj_with_mqa`` (one
 call), shared experts fused in as expert ``n_routed_experts``. Under expert parallelism
 SGLang calls the MoE loader for every global expert before it drops non-local ones;
-only the experts this rank owns are expected. TP shards every parameter but calls its
-loader with the full tensor; PP builds the draft on one stage with all its parameters.
+only the experts this rank owns are expected, so a missing expert is reported by the
+rank that owns it (its scheduler's failure ends the launch). TP shards every parameter
+but calls its loader with the full tensor; PP builds the draft on one stage with all
+its parameters.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import threading
 from dataclasses import asdict, dataclass, field
@@ -34,6 +38,9 @@ SHARED_FROM_TARGET = ("model.embed_tokens.", "lm_head.")
 STACKED_SHARDS = {"gate_up_proj": {0, 1}, "qkv_proj": {"q", "k", "v"}}
 #: Written by copy_() from these two checkpoint tensors, never through a weight_loader.
 FUSED_WITHOUT_LOADER = {"indexer.wk_weights_proj.": ("indexer.wk.", "indexer.weights_proj.")}
+#: Created by a quant method from other parameters and rebuilt in process_weights_after_loading;
+#: no checkpoint tensor feeds them (ModelOpt NVFP4 MoE on non-TRTLLM runners: cutlass, marlin, ...).
+DERIVED_SUFFIXES = ("_blockscale_swizzled",)
 FIRST_NAMES = 10
 
 LAST_RESULT: dict[str, Any] = {}
@@ -65,7 +72,7 @@ class _Recorder:
         self.calls: dict[str, set[tuple[Any, Any]]] = {}
         self.streamed: set[str] = set()
         self._lock = threading.Lock()
-        self._saved: list[tuple[Any, bool, Any]] = []
+        self._saved: list[tuple[Any, str, bool, Any]] = []
 
     def stream(self, weights: Iterable[tuple[str, Any]]) -> Iterator[tuple[str, Any]]:
         for name, tensor in weights:
@@ -77,18 +84,21 @@ class _Recorder:
         from sglang.srt.model_loader.weight_utils import default_weight_loader
 
         for name, param in self.model.named_parameters():
-            had = "weight_loader" in param.__dict__
-            original = param.__dict__.get("weight_loader", default_weight_loader)
-            self._saved.append((param, had, original))
-            param.weight_loader = self._recording(name, original)
+            slot = _loader_slot(param)
+            had = slot in param.__dict__
+            if slot == "_weight_loader" and not had:
+                continue  # SGLang itself could not call this parameter's loader
+            original = param.__dict__.get(slot, default_weight_loader)
+            self._saved.append((param, slot, had, original))
+            setattr(param, slot, self._recording(name, original))
 
     def restore(self) -> None:
         """Later weight updates (RL sync) reuse these attributes: leave them exactly as found."""
-        for param, had, original in self._saved:
+        for param, slot, had, original in self._saved:
             if had:
-                param.weight_loader = original
+                setattr(param, slot, original)
             else:
-                param.__dict__.pop("weight_loader", None)
+                param.__dict__.pop(slot, None)
         self._saved.clear()
 
     def _recording(self, name: str, original: Callable[..., Any]) -> Callable[..., Any]:
@@ -99,6 +109,18 @@ class _Recorder:
             return original(param, loaded_weight, *args, **kwargs)
 
         return weight_loader
+
+
+def _loader_slot(param: Any) -> str:
+    """Where a parameter keeps its loader.
+
+    Plain parameters carry a ``weight_loader`` attribute (``set_weight_attrs``);
+    SGLang's ``BasevLLMParameter`` family (quantized linears: ModelOpt NVFP4/FP8 weights
+    and scales) exposes ``weight_loader`` as a read-only property over ``_weight_loader``.
+    """
+    if isinstance(inspect.getattr_static(type(param), "weight_loader", None), property):
+        return "_weight_loader"
+    return "weight_loader"
 
 
 def _shard_and_expert(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any]:
@@ -132,7 +154,8 @@ def uncovered_parameters(model: Any, recorder: _Recorder) -> tuple[int, list[str
     streamed_suffixes = {n[len(recorder.layer_prefix):] for n in recorder.streamed}
     total, missing = 0, []
     for name, param in model.named_parameters():
-        if name.startswith(SHARED_FROM_TARGET) or getattr(param, "_skip_weight_check", False):
+        if (name.startswith(SHARED_FROM_TARGET) or name.endswith(DERIVED_SUFFIXES)
+                or getattr(param, "_skip_weight_check", False)):
             continue
         total += 1
         calls = recorder.calls.get(name, set())
@@ -145,8 +168,10 @@ def uncovered_parameters(model: Any, recorder: _Recorder) -> tuple[int, list[str
         if owner in moe_modules and name.rsplit(".", 1)[1].startswith(("w13_", "w2_")):
             shards = ("w1", "w3") if name.rsplit(".", 1)[1].startswith("w13_") else ("w2",)
             got = {(s, e) for s, e in calls}
-            gaps = sorted(e for e in expected_experts(moe_modules[owner])
-                          if not all((s, e) in got for s in shards))
+            wanted = (set(range(int(moe_modules[owner].num_experts)))
+                      if getattr(param, "_sglang_require_global_experts", False)  # kept for every expert
+                      else expected_experts(moe_modules[owner]))
+            gaps = sorted(e for e in wanted if not all((s, e) in got for s in shards))
             if gaps:
                 missing.append(f"{name} (experts {_ranges(gaps)})")
             continue

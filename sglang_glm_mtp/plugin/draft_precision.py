@@ -2,7 +2,9 @@
 
 SGLang 0.5.23 takes the draft's quant config from the target and then, for
 ``modelopt_fp4``, forces it to None: right for a BF16 draft, fatal for an NVFP4 one
-(U8 weights copied into BF16 parameters). Here the decision comes from the draft
+(the BF16-built layer has no parameters for the NVFP4 scales: ``load_weights`` dies
+with a KeyError on ``...shared_experts.gate_up_proj.input_scale``, and an FP8 draft
+under an NVFP4 target is built BF16 as well). Here the decision comes from the draft
 layer's safetensors headers instead:
 
 * BF16 draft  -> None (unquantized), whatever the target is;
@@ -21,8 +23,10 @@ from typing import Any, Callable
 
 logger = logging.getLogger(__name__)
 
-#: MTP-only modules that the draft keeps under ``model.*`` (SGLang's NextN rename rule).
+#: MTP-only checkpoint names that SGLang's NextN loader renames to ``model.*`` (the rest go to ``model.decoder.*``).
 NEXTN_SPEC_NAMES = ("shared_head.norm", "eh_proj", "enorm", "hnorm")
+#: Draft modules directly under ``model.`` (``shared_head.head`` is never loaded: the target's head is shared).
+NEXTN_TOP_LEVEL = ("shared_head", "eh_proj", "enorm", "hnorm")
 
 _logged: set[str] = set()
 
@@ -43,9 +47,10 @@ def draft_storage(config: Any) -> tuple[str | None, str]:
 
     state = _published_state(STATE_ATTR)
     preflight = (state or {}).get("preflight")
-    if preflight and preflight.get("draft_precision"):
-        return preflight["draft_precision"], (f"{preflight['found_tensors']} tensors of model.layers."
-                                              f"{preflight['draft_layer']} in {', '.join(preflight['draft_shards'])}")
+    if preflight:  # the main process already read these headers; same checkpoint, same answer
+        shards = ", ".join(preflight.get("draft_shards") or []) or "no shard"
+        return preflight.get("draft_precision"), (f"{preflight.get('found_tensors', 0)} tensors of model.layers."
+                                                  f"{preflight.get('draft_layer')} in {shards}")
     spec = get_spec()
     source = open_draft_source(spec.speculative_draft_model_path, spec.speculative_draft_model_revision)
     if source is None:
@@ -94,24 +99,39 @@ def resolve_nextn_quant_config(original_fn: Callable[..., Any], model: Any, conf
         _log_once("glm_mtp: draft model.layers.%s is stored NVFP4 (%s); keeping modelopt_fp4 for the draft",
                   layer, evidence)
         return nvfp4_draft_config(resolved, layer)
-    logger.warning("glm_mtp: draft model.layers.%s precision is %s (%s); leaving SGLang's choice (%s)",
-                   layer, precision, evidence, target)
+    if precision is None:
+        _log_once("glm_mtp: cannot tell how draft model.layers.%s is stored (%s); leaving SGLang's quant config "
+                  "(%s); the post-load coverage check judges the layer", layer, evidence, target)
+    else:
+        logger.warning("glm_mtp: draft model.layers.%s is stored %s (%s), which the plugin does not build; "
+                       "leaving SGLang's quant config (%s)", layer, precision, evidence, target)
     return resolved
 
 
 def remap_excludes(patterns: list[str], layer: int) -> list[str]:
-    """Add the draft-module spelling of every pattern that names layer N or all layers."""
+    """Add the draft-module spelling of every pattern that names layer N or all layers.
+
+    The draft's modules are ``model.{eh_proj,enorm,hnorm,shared_head}`` and
+    ``model.decoder.*`` (SGLang's NextN rename); ModelOpt's excludes use checkpoint
+    names, and GLM's NextN class has no weight-name mapper to translate them.
+    """
     ckpt = f"model.layers.{layer}"
     out = list(patterns)
     for pattern in patterns:
-        if pattern == f"{ckpt}*" or pattern.startswith(f"{ckpt}."):
-            rest = pattern[len(ckpt):]
-            target = "model" if any(name in pattern for name in NEXTN_SPEC_NAMES) else "model.decoder"
-            out.append(target + rest if rest != "*" else "model.decoder*")
-            if rest == "*":
-                out += [f"model.{name}*" for name in NEXTN_SPEC_NAMES]
+        if pattern.startswith(f"{ckpt}."):
+            rest = pattern[len(ckpt) + 1:]
         elif pattern.startswith("model.layers.*."):
-            out.append("model.decoder." + pattern[len("model.layers.*."):])
+            rest = pattern[len("model.layers.*."):]
+        elif pattern == f"{ckpt}*":
+            rest = "*"
+        else:
+            continue
+        if rest == "*":  # the whole draft layer
+            out += ["model.decoder*"] + [f"model.{name}*" for name in NEXTN_TOP_LEVEL]
+        elif rest.startswith(NEXTN_TOP_LEVEL):
+            out.append(f"model.{rest}")
+        else:
+            out.append(f"model.decoder.{rest}")
     return list(dict.fromkeys(out))
 
 
@@ -128,7 +148,11 @@ def _shield_from_override(config: Any) -> None:
     That constructor nulls any config named ``modelopt_fp4`` before building the
     decoder. Every other reader (FusedMoE, linear methods, enable_nextn_moe_bf16_cast_to_fp8)
     runs in its own frame and still sees the real name, so quant-method selection is
-    untouched. Re-implementing the 80-line constructor instead would fork SGLang code.
+    untouched; the constructor's other name test (``== "quark"``) stays False as it
+    should. Alternatives are worse: re-implementing the 80-line constructor forks SGLang
+    code, a config class with another name changes what every reader sees, and
+    rebuilding the decoder afterwards allocates the BF16 MoE first. Checked against the
+    real constructor by tests/test_plugin_draft.py (NVFP4 draft, and stock SGLang failing).
     """
     from sglang.srt.models.deepseek_nextn import DeepseekModelNextN
 

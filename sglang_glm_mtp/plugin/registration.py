@@ -19,6 +19,9 @@ logger = logging.getLogger(__name__)
 _GLM = "sglang.srt.models.glm4_moe.GlmMoeDsaForCausalLMNextN"
 _DSV3 = "sglang.srt.models.deepseek_nextn.DeepseekV3ForCausalLMNextN"
 
+PLUGIN_ENTRY_POINT = "glm_mtp"
+DISTRIBUTION = "sglang-glm-mtp"
+
 #: Draft classes whose construction triggers the lazy hooks.
 DRAFT_CLASSES = ("GlmMoeDsaForCausalLMNextN", "DeepseekV3ForCausalLMNextN")
 
@@ -75,7 +78,7 @@ def _on_model_architecture(result: Any, *args: Any, **kwargs: Any) -> None:
 def install_draft_hooks() -> list[str]:
     """Register and apply the lazy hooks once per process; returns the targets now hooked."""
     global _draft_hooks_installed
-    from sglang.srt.plugins.hook_registry import HookRegistry, HookType
+    from sglang.srt.plugins.hook_registry import HookRegistry, HookSource, HookType
 
     from . import upstream
     from .coverage import load_weights_with_coverage
@@ -90,8 +93,10 @@ def install_draft_hooks() -> list[str]:
             wanted += [(LAZY_TARGETS[0], resolve_nextn_quant_config), (LAZY_TARGETS[2], resolve_nextn_quant_config)]
         if not upstream.has_fix("coverage"):
             wanted += [(LAZY_TARGETS[1], load_weights_with_coverage), (LAZY_TARGETS[3], load_weights_with_coverage)]
+        # Registered outside load_plugins(), so SGLang cannot attribute them by itself ("from: unknown").
+        source = HookSource(plugin_name=PLUGIN_ENTRY_POINT, dist_name=DISTRIBUTION)
         for target, hook in wanted:
-            HookRegistry.register(target, hook, HookType.AROUND)
+            HookRegistry.register(target, hook, HookType.AROUND, source=source)
         HookRegistry.apply_hooks()  # idempotent; SGLang's load_plugins ran it before these existed
     failed = [t for t, _ in wanted if t not in HookRegistry._patched]
     if failed:
