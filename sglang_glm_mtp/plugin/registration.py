@@ -2,10 +2,11 @@
 
 SGLang calls ``register()`` in every process that runs ``load_plugins()`` (main,
 schedulers, detokenizer, DP controller). Eager targets live in modules those processes
-import anyway (``server_args``, ``model_loader.utils``, ``managers.scheduler``), so they
-cost nothing extra. The draft-model hooks are *lazy*: they are registered the moment
-SGLang resolves a NextN draft class in ``get_model_architecture`` (scheduler only), so
-no process imports ``glm4_moe``/``deepseek_nextn`` just to hook them.
+import anyway (``server_args``, ``model_loader.utils``, ``managers.scheduler`` and the
+``metrics_reporter`` it imports, ``utils.common``), so they cost nothing extra. The
+draft-model hooks are *lazy*: they are registered the moment SGLang resolves a NextN
+draft class in ``get_model_architecture`` (scheduler only), so no process imports
+``glm4_moe``/``deepseek_nextn`` just to hook them.
 """
 
 from __future__ import annotations
@@ -25,10 +26,18 @@ DISTRIBUTION = "sglang-glm-mtp"
 #: Draft classes whose construction triggers the lazy hooks.
 DRAFT_CLASSES = ("GlmMoeDsaForCausalLMNextN", "DeepseekV3ForCausalLMNextN")
 
+#: Main process: /server_info's top-level "glm_mtp" section (server_info.py).
+SERVER_INFO_TARGET = "sglang.srt.utils.common.build_server_info"
+#: Every scheduler rank, once per verify step (canary.py); the scheduler module imports it already.
+CANARY_TARGET = ("sglang.srt.managers.scheduler_components.metrics_reporter."
+                 "SchedulerMetricsReporter.update_spec_metrics")
+
 EAGER_TARGETS: tuple[str, ...] = (
     "sglang.srt.server_args.ServerArgs.add_cli_args",
     "sglang.srt.model_loader.utils.get_model_architecture",
     "sglang.srt.managers.scheduler.Scheduler.get_internal_state",
+    SERVER_INFO_TARGET,
+    CANARY_TARGET,
 )
 LAZY_TARGETS: tuple[str, ...] = (
     f"{_GLM}._resolve_nextn_quant_config",
@@ -56,12 +65,13 @@ def register() -> None:
 
     from .cli_flag import add_enable_plugin_flag
     from .resolution import speculative_step
-    from .server_info import add_plugin_state
+    from .server_info import add_plugin_state, add_server_info_section
 
     register_resolution_hook("handle_speculative_decoding")(speculative_step)
     HookRegistry.register(EAGER_TARGETS[0], add_enable_plugin_flag, HookType.AFTER)
     HookRegistry.register(EAGER_TARGETS[1], _on_model_architecture, HookType.AFTER)
     HookRegistry.register(EAGER_TARGETS[2], add_plugin_state, HookType.AFTER)
+    HookRegistry.register(SERVER_INFO_TARGET, add_server_info_section, HookType.AFTER)
     from .canary import register_canary
 
     register_canary()

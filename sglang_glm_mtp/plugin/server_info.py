@@ -1,11 +1,20 @@
-"""Expose what the plugin found and decided in ``/get_server_info`` (``internal_states[i]["glm_mtp"]``).
+"""Expose what the plugin found and decided in ``/server_info`` (and ``/get_server_info``).
 
-The scheduler's ``get_internal_state`` reply is what SGLang's HTTP server merges into
-server info, one entry per DP rank; an AFTER hook adds one msgpack-safe section to it.
+Two sections, because two processes know different things:
+
+* top level ``glm_mtp`` (main process): the preflight result and the draft MoE runner
+  decision, from the ServerArgs record the resolution step wrote them to. An AFTER hook
+  on ``build_server_info``, which HTTP, the gRPC bridge and the follower gRPC server all
+  call (``sglang.Engine.get_server_info()`` builds its dict itself and does not);
+* ``internal_states[i]["glm_mtp"]`` (scheduler, one per DP rank): the same decisions as
+  the scheduler received them, plus post-load coverage and the runtime canary. An AFTER
+  hook on ``Scheduler.get_internal_state``, whose reply SGLang sends over ZMQ, so the
+  section holds msgpack-safe builtins only.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 from typing import Any
 
@@ -41,6 +50,26 @@ def add_plugin_state(result: Any, *args: Any, **kwargs: Any) -> None:
     if isinstance(internal, dict):
         try:
             internal[SECTION] = plugin_state()
+        except Exception:  # server info must never break because of the plugin
+            logger.exception("glm_mtp: could not add plugin state to server info")
+    return None
+
+
+def main_process_state(server_args: Any) -> dict[str, Any]:
+    """Plugin version plus what the resolution step recorded (empty when it had nothing to decide)."""
+    from .. import __version__
+    from .resolution import STATE_ATTR
+
+    state = copy.deepcopy(getattr(server_args, STATE_ATTR, None) or {})
+    return {"version": __version__, **state}
+
+
+def add_server_info_section(result: Any, *args: Any, **kwargs: Any) -> None:
+    """AFTER hook on ``build_server_info(server_args, scheduler_info)``; mutates the dict, returns None."""
+    server_args = args[0] if args else kwargs.get("server_args")
+    if isinstance(result, dict):
+        try:
+            result[SECTION] = main_process_state(server_args)
         except Exception:  # server info must never break because of the plugin
             logger.exception("glm_mtp: could not add plugin state to server info")
     return None

@@ -1,0 +1,167 @@
+"""The canary's judgement in isolation (no SGLang import): windows, scope, robustness, settings.
+
+The same hook runs inside the real ``update_spec_metrics`` in tests/test_plugin_serving.py;
+here it is called directly, with a fake ``sglang.srt.runtime_context`` where a test needs
+a published config.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import types
+from typing import Any, Iterator
+
+import pytest
+
+from sglang_glm_mtp.plugin import canary, settings
+from sglang_glm_mtp.plugin.settings import CanarySettings
+
+LOGGER = "sglang_glm_mtp.plugin.canary"
+
+
+@pytest.fixture(autouse=True)
+def fresh_canary(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.delitem(sys.modules, "sglang.srt.runtime_context", raising=False)  # nothing published
+    canary.configure_canary(CanarySettings())
+    yield
+    canary.configure_canary(CanarySettings())
+
+
+def reporter(logging_rank: bool = True) -> Any:
+    return types.SimpleNamespace(is_stats_logging_rank=logging_rank)
+
+
+def steps(rep: Any, n: int, bs: int, accept_length: float) -> None:
+    tokens = round(bs * accept_length)
+    for _ in range(n):
+        assert canary.on_verify_step(None, rep, bs, tokens - bs, num_accept_tokens=tokens,
+                                     num_block_accept_tokens=0, num_cap_tokens=0) is None
+
+
+def published(monkeypatch: pytest.MonkeyPatch, *, architecture: str | None = "GlmMoeDsaForCausalLM",
+              num_draft_tokens: int | None = 4, algorithm: str | None = "EAGLE") -> None:
+    state = {"architecture": architecture} if architecture else {}
+    server_args = types.SimpleNamespace(_glm_mtp_state=state)
+    spec = types.SimpleNamespace(speculative_num_draft_tokens=num_draft_tokens, speculative_algorithm=algorithm,
+                                 speculative_draft_model_path="/models/GLM-5.2-NVFP4")
+    fake = types.ModuleType("sglang.srt.runtime_context")
+    fake.get_context = lambda: types.SimpleNamespace(server_args=server_args)  # type: ignore[attr-defined]
+    fake.get_spec = lambda: spec  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "sglang.srt.runtime_context", fake)
+
+
+def errors(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == LOGGER and r.levelno >= logging.ERROR]
+
+
+def test_defaults_judge_after_200_verify_steps(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger=LOGGER)
+    rep = reporter()
+    steps(rep, 199, 32, 1.0)
+    assert errors(caplog) == [] and canary.canary_snapshot()["status"] == "warming-up"
+    steps(rep, 1, 32, 1.0)
+    assert len(errors(caplog)) == 1
+    snap = canary.canary_snapshot()
+    assert snap["status"] == "tripped" and snap["steps"] == 200 and snap["mean_accept_length"] == 1.0
+    assert (snap["min_accept_length"], snap["warmup_steps"], snap["min_draft_tokens"]) == (1.2, 200, 2)
+    steps(rep, 1000, 32, 1.0)
+    assert len(errors(caplog)) == 1, "one ERROR, not one per window"
+    assert "Run: sglang-glm-mtp check <model>" in errors(caplog)[0]  # nothing published: no path to name
+
+
+def test_mean_is_token_weighted_and_the_threshold_is_strict() -> None:
+    canary.configure_canary(CanarySettings(warmup_steps=2))
+    rep = reporter()
+    steps(rep, 1, 1, 3.0)  # a lone request accepting 3 ...
+    steps(rep, 1, 9, 1.0)  # ... does not hide nine accepting 1: (3 + 9) / 10 = 1.2
+    snap = canary.canary_snapshot()
+    assert snap["last_window_mean_accept_length"] == 1.2
+    assert snap["status"] == "ok", "equal to the threshold is not below it"
+
+
+def test_published_config_names_the_checkpoint(monkeypatch: pytest.MonkeyPatch,
+                                               caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger=LOGGER)
+    published(monkeypatch)
+    canary.configure_canary(CanarySettings(warmup_steps=10))
+    steps(reporter(), 10, 4, 1.0)
+    (message,) = errors(caplog)
+    assert "up to 4 tokens per step" in message
+    assert "Run: sglang-glm-mtp check /models/GLM-5.2-NVFP4" in message
+    assert "no startup preflight ran" in message
+    assert canary.canary_snapshot()["num_draft_tokens"] == 4
+
+
+@pytest.mark.parametrize("kwargs, reason", [
+    ({"architecture": "LlamaForCausalLM"}, "not a GLM-5.x/DeepSeek NextN draft"),
+    ({"architecture": None}, "not a GLM-5.x/DeepSeek NextN draft"),
+    ({"num_draft_tokens": 1}, "speculative_num_draft_tokens=1: nothing to accept"),
+])
+def test_stands_down_where_there_is_nothing_to_judge(monkeypatch: pytest.MonkeyPatch,
+                                                     caplog: pytest.LogCaptureFixture,
+                                                     kwargs: dict[str, Any], reason: str) -> None:
+    published(monkeypatch, **kwargs)
+    canary.configure_canary(CanarySettings(warmup_steps=5))
+    steps(reporter(), 50, 4, 1.0)
+    snap = canary.canary_snapshot()
+    assert errors(caplog) == [] and snap["status"] == "off" and reason in snap["reason"] and snap["steps"] == 0
+
+
+def test_no_speculative_decoding_reports_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    published(monkeypatch, algorithm=None)
+    snap = canary.canary_snapshot()
+    assert snap["status"] == "off" and snap["reason"] == "no speculative decoding on this server"
+
+
+def test_only_the_stats_logging_rank_logs(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger=LOGGER)
+    canary.configure_canary(CanarySettings(warmup_steps=10))
+    steps(reporter(logging_rank=False), 10, 4, 1.0)
+    assert errors(caplog) == []
+    assert canary.canary_snapshot()["tripped"], "every rank keeps the state"
+
+
+def test_switched_off_does_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    canary.configure_canary(CanarySettings(enabled=False, warmup_steps=1))
+    steps(reporter(), 10, 4, 1.0)
+    snap = canary.canary_snapshot()
+    assert errors(caplog) == [] and snap["status"] == "off" and snap["steps"] == 0 and not snap["enabled"]
+
+
+def test_empty_batches_are_not_steps() -> None:
+    canary.configure_canary(CanarySettings(warmup_steps=1))
+    canary.on_verify_step(None, reporter(), 0, 0, num_accept_tokens=0)
+    assert canary.canary_snapshot()["steps"] == 0 and canary.canary_snapshot()["status"] == "warming-up"
+
+
+def test_never_raises_into_the_scheduler_loop(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger=LOGGER)
+    canary.configure_canary(CanarySettings(warmup_steps=1))
+    assert canary.on_verify_step(None, reporter(), 4, 0, num_accept_tokens=None) is None  # type: ignore[arg-type]
+    snap = canary.canary_snapshot()
+    assert snap["status"] == "off" and "internal error" in snap["reason"]
+    assert canary.on_verify_step(None, reporter(), 4, 0, num_accept_tokens=4) is None
+
+
+def test_positional_call_shape() -> None:
+    canary.configure_canary(CanarySettings(warmup_steps=1))
+    canary.on_verify_step(None, reporter(), 2, 4, 6, 0, 0)  # every argument positional
+    assert canary.canary_snapshot()["last_window_mean_accept_length"] == 3.0
+
+
+@pytest.mark.parametrize("env, expected", [
+    ({}, CanarySettings()),
+    ({settings.CANARY_ENV: "0"}, CanarySettings(enabled=False)),
+    ({settings.CANARY_ENV: "off"}, CanarySettings(enabled=False)),
+    ({settings.CANARY_MIN_ACCEPT_ENV: "1.6", settings.CANARY_WARMUP_ENV: "50"},
+     CanarySettings(min_accept_length=1.6, warmup_steps=50)),
+    ({settings.CANARY_WARMUP_ENV: "lots"}, CanarySettings()),  # logged, defaults kept
+])
+def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch, env: dict[str, str],
+                                   expected: CanarySettings) -> None:
+    for name in (settings.CANARY_ENV, settings.CANARY_MIN_ACCEPT_ENV, settings.CANARY_WARMUP_ENV):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert settings.canary_settings() == expected

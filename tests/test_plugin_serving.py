@@ -1,0 +1,170 @@
+"""The plugin while serving, against the real SGLang 0.5.23: /server_info sections and the canary.
+
+One subprocess per scenario family (tests/scenarios_serving.py): the real entry point,
+resolution, ``build_server_info``, the scheduler's published record, the real
+``update_spec_metrics`` and ``Scheduler.get_internal_state``. Everything here is the
+plugin's own behaviour, so the module is ``plugin_only`` (tests/sglang_mode.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sglang_mode import plugin_only, subprocess_env
+
+from sglang_glm_mtp import synthetic
+from sglang_glm_mtp.plugin.registration import CANARY_TARGET, EAGER_TARGETS, SERVER_INFO_TARGET
+
+pytestmark = [pytest.mark.sglang, plugin_only]
+SCENARIOS = Path(__file__).with_name("scenarios_serving.py")
+
+
+def run_family(family: str, params: dict[str, Any], **env: str) -> dict[str, Any]:
+    environment = subprocess_env({**os.environ, **env})
+    for name in ("SGLANG_ENABLE_PLUGIN", "SGLANG_GLM_MTP_SKIP_PREFLIGHT", "SGLANG_GLM_MTP_CANARY",
+                 "SGLANG_GLM_MTP_CANARY_MIN_ACCEPT_LENGTH", "SGLANG_GLM_MTP_CANARY_WARMUP_STEPS"):
+        if name not in env:
+            environment.pop(name, None)
+    proc = subprocess.run([sys.executable, str(SCENARIOS), family, json.dumps(params)], capture_output=True,
+                          text=True, env=environment, timeout=600)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT:")]
+    assert lines, f"no result (rc={proc.returncode})\nstdout:{proc.stdout[-3000:]}\nstderr:{proc.stderr[-3000:]}"
+    result = json.loads(lines[-1][len("RESULT:"):])
+    assert "crashed" not in result, result.get("crashed")
+    return result
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    root = tmp_path_factory.mktemp("serving")
+    return {"ready": str(synthetic.tiny_pair(root / "ready", target_has_draft=True).target),
+            "missing": str(synthetic.tiny_pair(root / "missing").target)}
+
+
+#: (name, verify steps, requests per step, mean accept length); warm-up window 20, threshold 1.5 (env below)
+PHASES = [
+    ("healthy", 20, 4, 3.0),
+    ("garbage", 60, 8, 1.0),  # three windows below the threshold: one ERROR
+    ("just-below", 20, 20, 1.45),  # still tripped: nothing new
+    ("recovered", 20, 4, 2.5),
+    ("collapsed-again", 20, 4, 1.25),
+]
+
+
+@pytest.fixture(scope="module")
+def serving(checkpoints: dict[str, str]) -> dict[str, Any]:
+    return run_family("serving", {**checkpoints, "phases": PHASES},
+                      SGLANG_GLM_MTP_CANARY_WARMUP_STEPS="20", SGLANG_GLM_MTP_CANARY_MIN_ACCEPT_LENGTH="1.5")
+
+
+def test_every_eager_target_is_hooked_through_the_entry_point(serving: dict[str, Any]) -> None:
+    assert set(EAGER_TARGETS) <= set(serving["patched"])
+    assert SERVER_INFO_TARGET == "sglang.srt.utils.common.build_server_info"
+    assert CANARY_TARGET == ("sglang.srt.managers.scheduler_components.metrics_reporter."
+                             "SchedulerMetricsReporter.update_spec_metrics")
+
+
+def test_server_info_top_level_section(serving: dict[str, Any]) -> None:
+    info = serving["server_info"]
+    assert info["wrapped"] and info["http_server_bound"], "the /server_info route must call the hooked function"
+    assert info["has_fields"], "SGLang's own fields are untouched"
+    section = info["glm_mtp"]
+    assert section["version"]
+    assert section["architecture"] == "GlmMoeDsaForCausalLM"
+    assert section["preflight"]["status"] == "ready" and section["preflight"]["found_tensors"] == 35
+    assert section["preflight"]["draft_precision"] == "bf16"
+    assert section["moe_runner"]["backend"] == "flashinfer_cutlass"
+    assert section["moe_runner"]["rule"] == "blackwell-bf16-draft"
+
+
+def test_server_info_scheduler_section(serving: dict[str, Any]) -> None:
+    state = serving["internal_state"]
+    assert state["has_resolved_fields"] and state["avg_spec_accept_length"] == 3.0  # SGLang's own, untouched
+    section = state["glm_mtp"]
+    assert section["preflight"]["status"] == "ready"  # travelled to the scheduler on the pickled record
+    assert section["moe_runner"]["backend"] == "flashinfer_cutlass"
+    canary = section["canary"]
+    assert canary["status"] == "tripped" and canary["trips"] == 2
+    assert canary["min_accept_length"] == 1.5 and canary["warmup_steps"] == 20 and canary["num_draft_tokens"] == 4
+    assert canary["steps"] == sum(p[1] for p in PHASES)
+
+
+def test_canary_thresholds_come_from_the_environment(serving: dict[str, Any]) -> None:
+    before = serving["canary_settings"]
+    assert before["status"] == "waiting" and before["enabled"]
+    assert before["min_accept_length"] == 1.5 and before["warmup_steps"] == 20
+
+
+def test_canary_logs_one_error_then_rearms_after_recovery(serving: dict[str, Any]) -> None:
+    phases = {p["name"]: p for p in serving["phases"]}
+    assert phases["healthy"]["logs"] == []
+    assert phases["healthy"]["snapshot"]["status"] == "ok"
+    assert phases["healthy"]["snapshot"]["last_window_mean_accept_length"] == 3.0
+
+    errors = phases["garbage"]["logs"]
+    assert [level for level, _ in errors] == ["ERROR"], "exactly one ERROR for three bad windows"
+    message = errors[0][1]
+    assert message.startswith("glm_mtp: speculative drafts are being rejected: mean accept length 1.00 "
+                              "over the last 20 verify steps (threshold 1.50; up to 4 tokens per step)")
+    for cause in ("draft weights missing", "wrong precision", "draft MoE runner", "check that was skipped"):
+        assert cause in message
+    assert f"Run: sglang-glm-mtp check {serving['server_info']['glm_mtp']['preflight']['checkpoint']}" in message
+    assert "docs/troubleshooting.md" in message
+    assert "draft MoE runner flashinfer_cutlass (blackwell-bf16-draft)" in message  # startup evidence
+    assert phases["garbage"]["snapshot"]["tripped"] and phases["garbage"]["snapshot"]["trips"] == 1
+
+    assert phases["just-below"]["logs"] == []
+    assert phases["just-below"]["snapshot"]["last_window_mean_accept_length"] == 1.45
+
+    recovered = phases["recovered"]["logs"]
+    assert [level for level, _ in recovered] == ["WARNING"] and "re-armed" in recovered[0][1]
+    assert phases["recovered"]["snapshot"]["status"] == "ok" and not phases["recovered"]["snapshot"]["tripped"]
+
+    again = phases["collapsed-again"]["logs"]
+    assert [level for level, _ in again] == ["ERROR"] and "mean accept length 1.25" in again[0][1]
+    assert phases["collapsed-again"]["snapshot"]["trips"] == 2
+
+
+def test_sglang_counters_are_unchanged_by_the_hook(serving: dict[str, Any]) -> None:
+    tokens = sum(steps * round(bs * accept) for _, steps, bs, accept in PHASES)
+    requests = sum(steps * bs for _, steps, bs, _ in PHASES)
+    assert serving["sglang_counters"] == {"accept_tokens": tokens, "forward_ct": requests}
+
+
+def test_canary_costs_microseconds_per_verify_step(serving: dict[str, Any]) -> None:
+    timings = serving["per_step_seconds"]
+    overhead = timings["wrapped"] - timings["original"]
+    # A verify step on a GPU takes milliseconds; the hook adds one Python call and three int additions.
+    assert overhead < 5e-6, timings
+
+
+def test_canary_defaults_catch_a_launch_that_skipped_the_preflight(serving: dict[str, Any]) -> None:
+    section = serving["skipped_server_info"]
+    assert section["preflight"]["status"] == "missing" and section["preflight"]["skipped"]
+    before = serving["skipped_before_warmup"]
+    assert before["logs"] == [] and before["snapshot"]["status"] == "warming-up" and before["snapshot"]["steps"] == 199
+    after = serving["skipped_after_warmup"]
+    assert [level for level, _ in after["logs"]] == ["ERROR"]
+    message = after["logs"][0][1]
+    assert "mean accept length 1.00 over the last 200 verify steps (threshold 1.20" in message
+    assert "skipped (SGLANG_GLM_MTP_SKIP_PREFLIGHT=1)" in message and "found the draft layer missing" in message
+    assert f"sglang-glm-mtp check {section['preflight']['checkpoint']}" in message
+    assert after["snapshot"]["status"] == "tripped"
+
+
+def test_canary_switched_off(checkpoints: dict[str, str]) -> None:
+    result = run_family("canary_off", checkpoints, SGLANG_GLM_MTP_CANARY="0")
+    assert CANARY_TARGET in result["patched"], "installed anyway: strict mode (--enable-plugin) sees every target"
+    assert result["logs"] == []
+    snapshot = result["snapshot"]
+    assert snapshot["status"] == "off" and not snapshot["enabled"] and snapshot["steps"] == 0
+    assert "SGLANG_GLM_MTP_CANARY=0" in snapshot["reason"]
+    assert result["sglang_counters"] == {"accept_tokens": 4000, "forward_ct": 4000}
+    assert result["internal_state"]["glm_mtp"]["canary"]["status"] == "off"
