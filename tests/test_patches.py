@@ -1,0 +1,199 @@
+"""patches/sglang-v0.5.23: they apply to a pristine SGLang 0.5.23, pass, and the plugin stands down for them.
+
+The full verification (patches/verify_patches.py: apply, the patches' own unit tests,
+the project's behaviour tests against the patched tree with the plugin disabled) takes
+several minutes and is marked ``slow``. The stand-down tests run the plugin *enabled*
+against a patched tree: SGLang's fixes must act, the plugin must not act twice.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sglang_glm_mtp import synthetic
+from sglang_glm_mtp.plugin.upstream import MARKERS
+
+REPO = Path(__file__).resolve().parents[1]
+VERIFY = REPO / "patches" / "verify_patches.py"
+needs_sglang = pytest.mark.skipif(importlib.util.find_spec("sglang") is None, reason="needs sglang==0.5.23")
+
+
+def _verify_module() -> Any:
+    spec = importlib.util.spec_from_file_location("verify_patches", VERIFY)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+verify = _verify_module()
+
+
+def test_patch_files_are_format_patch_commits_with_tests() -> None:
+    """One git format-patch commit per PR, upstream layout, each adding tests under test/registered/unit."""
+    patches = verify.patches()
+    assert [p.name[:5] for p in patches] == ["0001-", "0002-", "0003-", "0004-"]
+    for patch in patches:
+        text = patch.read_text()
+        assert text.startswith("From ") and "\nSubject: [PATCH " in text, patch.name
+        touched = re.findall(r"^\+\+\+ b/(\S+)$", text, flags=re.M)
+        assert touched and all(t.startswith(("python/sglang/srt/", "test/registered/unit/")) for t in touched), touched
+        tests = [t for t in touched if t.startswith("test/registered/unit/")]
+        assert tests, f"{patch.name} adds no unit test"
+        for test in tests:  # SGLang's own conventions
+            body = text.split(f"+++ b/{test}\n", 1)[1]
+            assert 'register_cpu_ci(est_time=' in body and "CustomTestCase" in body, test
+        assert not re.search(r"^\+.*[ \t]$", text, flags=re.M), f"{patch.name}: trailing whitespace"
+        assert "sglang_glm_mtp" not in text.split("\n---\n", 1)[1], f"{patch.name} must be self-contained"
+
+
+def test_each_stand_down_marker_is_introduced_by_a_patch() -> None:
+    """plugin/upstream.py looks for exactly the public functions the patches add, in the modules they add them to."""
+    added: dict[tuple[str, str], str] = {}
+    for patch in verify.patches():
+        for diff in re.split(r"^diff --git ", patch.read_text(), flags=re.M)[1:]:
+            path = diff.split()[0][len("a/python/"):] if diff.startswith("a/python/") else None
+            if path is None:
+                continue
+            module = path[:-len(".py")].replace("/", ".")
+            for name in re.findall(r"^\+def (\w+)\(", diff, flags=re.M):
+                added[(module, name)] = patch.name
+    for behaviour, (module, attribute) in MARKERS.items():
+        assert (module, attribute) in added, f"{behaviour}: no patch adds {module}.{attribute}"
+
+
+@needs_sglang
+@pytest.mark.sglang
+def test_patches_apply_cleanly_to_the_installed_pristine_sglang(tmp_path: Path) -> None:
+    python = verify.pristine_copy(tmp_path)
+    assert (python / "sglang" / "srt" / "models" / "deepseek_nextn.py").is_file()
+    assert verify.apply_patches(tmp_path) == [p.name for p in verify.patches()]
+    assert "def preflight_nextn_draft_weights(" in (python / "sglang/srt/arg_groups/speculative_hook.py").read_text()
+    assert all((tmp_path / t).is_file() for t in verify.added_tests())
+
+
+@needs_sglang
+@pytest.mark.sglang
+@pytest.mark.slow
+def test_full_verification_passes() -> None:
+    """patches/verify_patches.py end to end: apply, unit tests, behaviour tests without the plugin."""
+    proc = subprocess.run([sys.executable, str(VERIFY)], cwd=REPO, capture_output=True, text=True, timeout=3000)
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout[-6000:]}\nstderr:\n{proc.stderr[-4000:]}"
+    assert "OK: 4 patches apply" in proc.stdout
+
+
+# ----------------------------------------------------------------------------- stand-down
+
+
+@pytest.fixture(scope="module")
+def patched_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("patched-sglang")
+    python = verify.pristine_copy(root)
+    verify.apply_patches(root)
+    return python
+
+
+def _plugin_env(patched: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("SGLANG_GLM_MTP_") and k not in ("SGLANG_ENABLE_PLUGIN",)}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(patched), env.get("PYTHONPATH")) if p)
+    env["SGLANG_PLUGINS"] = "glm_mtp"  # the plugin enabled, on the patched SGLang
+    return env
+
+
+def _run(argv: list[str], patched: Path) -> tuple[dict[str, Any], str]:
+    proc = subprocess.run([sys.executable, *argv], capture_output=True, text=True, env=_plugin_env(patched),
+                          timeout=600, cwd=REPO)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT:")]
+    assert lines, f"no result (rc={proc.returncode})\nstdout:{proc.stdout[-3000:]}\nstderr:{proc.stderr[-3000:]}"
+    result = json.loads(lines[-1][len("RESULT:"):])
+    assert "crashed" not in result, result.get("crashed")
+    return result, proc.stderr
+
+
+@needs_sglang
+@pytest.mark.sglang
+@pytest.mark.slow
+def test_plugin_stands_down_in_resolution(patched_tree: Path, tmp_path: Path) -> None:
+    """Plugin enabled + patched SGLang: SGLang refuses and chooses; the plugin neither refuses nor declares."""
+    missing = synthetic.tiny_pair(tmp_path / "missing").target
+    ready = synthetic.tiny_pair(tmp_path / "ready", target_has_draft=True).target
+    nextn_fp4 = ["--speculative-algorithm", "NEXTN", "--quantization", "modelopt_fp4"]
+    cases = [{"name": "missing", "model": str(missing), "argv": nextn_fp4},
+             {"name": "ready_sm100", "model": str(ready), "argv": nextn_fp4},
+             {"name": "ready_sm90", "model": str(ready), "argv": nextn_fp4, "generation": "sm90"}]
+    result, stderr = _run([str(REPO / "tests" / "scenarios_resolution.py"), "resolution",
+                           json.dumps({"cases": cases})], patched_tree)
+    assert result["resolution_hooks"]["handle_speculative_decoding"] == [
+        "sglang_glm_mtp.plugin.resolution.speculative_step"], "the plugin is loaded"
+
+    refused = result["cases"]["missing"]
+    assert refused["error_type"] == "DraftLayerMissingError" and refused["children"] == 0
+    assert "SGLANG_SKIP_NEXTN_DRAFT_PREFLIGHT=1" in refused["error"], "SGLang's preflight refused it"
+    assert not refused["error"].startswith("glm_mtp:"), "not the plugin's preflight"
+
+    for name, runner in (("ready_sm100", "flashinfer_cutlass"), ("ready_sm90", "triton")):
+        case = result["cases"][name]
+        assert case["ok"] and case["spec_runner"] == runner, case
+        assert "_speculative_moe_runner_default" in case["sources"] and "glm_mtp" not in case["sources"], \
+            "the runner is declared once, by SGLang"
+        assert "preflight" not in case["state"] and "moe_runner" not in case["state"], case["state"]
+    assert "the plugin's preflight behaviour stands down" in stderr
+    assert "the plugin's moe_runner behaviour stands down" in stderr
+
+
+STAND_DOWN_PROBE = """
+import json, logging, sys
+logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+from sglang.srt.plugins import load_plugins
+from sglang.srt.plugins.hook_registry import HookRegistry
+load_plugins()
+from sglang_glm_mtp.plugin import registration, upstream
+hooked = registration.install_draft_hooks()  # what the plugin does when SGLang builds a NextN draft
+import sglang.srt.models.deepseek_nextn as nextn
+print("RESULT:" + json.dumps({
+    "has_fix": {b: upstream.has_fix(b) for b in upstream.MARKERS},
+    "hooked": hooked,
+    "lazy_targets_patched": [t for t in registration.LAZY_TARGETS if t in HookRegistry._patched],
+    "sglang_file": nextn.__file__,
+}))
+"""
+
+
+@needs_sglang
+@pytest.mark.sglang
+@pytest.mark.slow
+def test_plugin_installs_no_draft_hooks_on_a_patched_sglang(patched_tree: Path) -> None:
+    """Coverage and draft precision: SGLang's loader checks and decides; the plugin hooks neither method."""
+    result, stderr = _run(["-c", STAND_DOWN_PROBE], patched_tree)
+    assert result["sglang_file"].startswith(str(patched_tree)), result["sglang_file"]
+    assert result["has_fix"] == {behaviour: True for behaviour in MARKERS}
+    assert result["hooked"] == [] and result["lazy_targets_patched"] == [], result
+    for behaviour in ("coverage", "draft_precision"):
+        assert f"the plugin's {behaviour} behaviour stands down" in stderr, stderr[-3000:]
+
+
+STOCK_PROBE = """
+import json
+from sglang_glm_mtp.plugin import upstream
+print("RESULT:" + json.dumps({b: upstream.has_fix(b) for b in upstream.MARKERS}))
+"""
+
+
+@needs_sglang
+@pytest.mark.sglang
+def test_plugin_acts_on_the_stock_sglang() -> None:
+    """The installed 0.5.23 has none of the fixes: every behaviour stays the plugin's."""
+    env = {k: v for k, v in os.environ.items() if k != "SGLANG_GLM_MTP_SGLANG_PATH"}
+    proc = subprocess.run([sys.executable, "-c", STOCK_PROBE], capture_output=True, text=True, env=env, timeout=600)
+    line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT:")]
+    assert line, proc.stderr[-3000:]
+    assert json.loads(line[-1][len("RESULT:"):]) == {behaviour: False for behaviour in MARKERS}
