@@ -1,0 +1,138 @@
+"""SGLang's real server-args resolution for ``sglang-glm-mtp demo``, in a child process.
+
+Why a child: SGLang's imports take ~8 s and leave process-global state (plugins load
+once per process, resolution hooks cannot be removed), so the demo starts this process
+first, lets it import while the checkpoints are being built, and asks it for one
+resolution before and one after the graft.
+
+What is real: SGLang's plugin discovery (``load_plugins()`` finds ``glm_mtp`` through its
+entry point, as ``launch_server`` does), ``prepare_server_args`` and ``resolve_once``,
+the very call every launcher makes before spawning anything. What is emulated on a
+machine without a GPU: the GPU generation, with SGLang's own test primitive
+``override_platform`` plus ``torch.cuda.get_device_capability`` (which DSA models probe
+directly); the demo says so in its output.
+
+Protocol (``python -m sglang_glm_mtp.plugin.demo_resolution GENERATION``): one JSON
+request per stdin line (``{"argv": [...]}``); every reply is one stdout line starting
+with ``DEMO `` (SGLang's own output goes to stderr, which the demo keeps in a log file).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import traceback
+from typing import Any
+
+PREFIX = "DEMO "
+
+#: Platform facts SGLang reads during resolution, per GPU generation (as its own tests set them).
+GENERATIONS: dict[str, dict[str, Any]] = {
+    "sm90": dict(is_sm90=True, is_sm100=False, is_sm100_or_sm110=False, is_sm110=False, is_sm120=False,
+                 is_blackwell=False, is_hopper_with_cuda_12_3=True, device_sm=90, device_capability=(9, 0)),
+    "sm100": dict(is_sm90=False, is_sm100=True, is_sm100_or_sm110=True, is_sm110=False, is_sm120=False,
+                  is_blackwell=True, is_hopper_with_cuda_12_3=False, device_sm=100, device_capability=(10, 0)),
+    "sm120": dict(is_sm90=False, is_sm100=False, is_sm100_or_sm110=False, is_sm110=False, is_sm120=True,
+                  is_blackwell=True, is_hopper_with_cuda_12_3=False, device_sm=120, device_capability=(12, 0)),
+}
+COMMON_FACTS: dict[str, Any] = dict(is_cuda=True, is_hip=False, is_npu=False, is_xpu=False, is_musa=False,
+                                    is_mps=False, has_amx=False, has_flashinfer=True)
+
+
+def _emit(doc: dict[str, Any]) -> None:
+    sys.stdout.write(PREFIX + json.dumps(doc, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def _start(generation: str) -> tuple[dict[str, Any], Any]:
+    """Import SGLang, load plugins the normal way; returns the ready message and the platform context factory."""
+    started = time.monotonic()
+    import contextlib
+    import importlib.metadata
+
+    import torch
+
+    real_gpu = bool(torch.cuda.is_available())
+    facts = {**COMMON_FACTS, **GENERATIONS[generation]}
+    if not real_gpu:
+        capability = facts["device_capability"]
+        torch.cuda.get_device_capability = lambda *a, **k: capability  # probed directly for DSA models
+    from sglang.srt.arg_groups import resolution_hooks
+    from sglang.srt.plugins import load_plugins
+    from sglang.srt.runtime_context import override_platform
+
+    load_plugins()
+    hooks = resolution_hooks._HOOKS.get("handle_speculative_decoding", [])
+    installed = sorted(ep.name for ep in importlib.metadata.entry_points(group="sglang.srt.plugins"))
+    ready = {
+        "event": "ready", "sglang_version": importlib.metadata.version("sglang"), "real_gpu": real_gpu,
+        "gpu_name": torch.cuda.get_device_name(0) if real_gpu else None, "generation": generation,
+        "installed_plugins": installed,
+        "plugin_active": any(getattr(f, "__module__", "").startswith("sglang_glm_mtp.") for f in hooks),
+        "seconds": round(time.monotonic() - started, 2),
+    }
+
+    def platform() -> Any:
+        return contextlib.nullcontext() if real_gpu else override_platform(**facts)
+
+    return ready, platform
+
+
+def resolve(argv: list[str], platform: Any) -> dict[str, Any]:
+    """``prepare_server_args`` + ``resolve_once`` exactly as launch_server does, then what it decided."""
+    started = time.monotonic()
+    from sglang.srt.arg_groups.overrides import resolved_view
+    from sglang.srt.server_args import prepare_server_args
+
+    outcome: dict[str, Any] = {"event": "resolved", "argv": argv}
+    try:
+        with platform():
+            server_args = prepare_server_args(argv)
+            server_args.resolve_once()
+    except Exception as exc:  # the refusal the demo wants to show, or any other launch error
+        outcome.update(ok=False, error_type=type(exc).__name__, error_mro=[c.__name__ for c in type(exc).__mro__],
+                       error=str(exc))
+    else:
+        view = resolved_view(server_args)
+        outcome.update(
+            ok=True, algorithm=view.speculative_algorithm, draft_path=view.speculative_draft_model_path,
+            draft_runner=view.speculative_moe_runner_backend, target_runner=view.moe_runner_backend,
+            quantization=view.quantization, num_steps=view.speculative_num_steps,
+            num_draft_tokens=view.speculative_num_draft_tokens, topk=view.speculative_eagle_topk,
+            state=getattr(server_args, "_glm_mtp_state", None) or {},
+            declared_by=[source for source, _ in getattr(server_args, "_resolved_overrides", [])])
+    try:
+        import psutil
+
+        outcome["children"] = len(psutil.Process().children(recursive=True))
+    except ImportError:
+        outcome["children"] = None
+    outcome["seconds"] = round(time.monotonic() - started, 3)
+    return outcome
+
+
+def main(argv: list[str]) -> int:
+    generation = argv[1] if len(argv) > 1 else "sm100"
+    try:
+        ready, platform = _start(generation)
+    except Exception:
+        _emit({"event": "failed", "error": traceback.format_exc()})
+        return 1
+    _emit(ready)
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        try:
+            _emit(resolve(json.loads(line)["argv"], platform))
+        except Exception:
+            _emit({"event": "failed", "error": traceback.format_exc()})
+    return 0
+
+
+if __name__ == "__main__":
+    code = main(sys.argv)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # skip interpreter teardown: seconds with SGLang's ~7,000 modules loaded, nothing to clean
