@@ -130,4 +130,8 @@ def _load_command_modules() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run as ``python -m sglang_glm_mtp.cli``, this file is ``__main__``, a second copy of the module:
+    # sub-command modules register into ``sglang_glm_mtp.cli``, so dispatch through that one.
+    from sglang_glm_mtp.cli import main as _package_main
+
+    sys.exit(_package_main())

@@ -1,0 +1,203 @@
+"""``graft`` and ``extract`` sub-commands: argument parsing, the progress bar and the printed reports.
+
+The library (graft.py, extract.py, copying.py) only logs; everything the user reads is
+printed here. Exit codes follow cli.py: 0 done (or a feasible dry run), 1 refused or
+failed (TARGET untouched), 2 unusable input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from typing import Any, Iterator
+
+from .cli import COMMANDS, _EXTRA_PARSERS, _emit_json, _out
+from .graft import GraftPlan, GraftReport, human_bytes, parse_size
+
+# ----------------------------------------------------------------------------- printing
+
+
+def format_plan(plan: GraftPlan) -> str:
+    """The dry-run plan: what is read from where, what is written, which configs change."""
+    if plan.finish_only:
+        lines = [f"{plan.mode}: finish an interrupted run in {plan.dest}"]
+        lines += [f"  move aside: {a} -> {b}" for a, b in plan.pending_moves]
+        lines += [f"note: {n}" for n in plan.notes]
+        return "\n".join(lines)
+    title = {"in-place": f"graft into {plan.target} (in place)",
+             "overlay": f"graft into an overlay of {plan.target} at {plan.dest} (target shards linked)",
+             "overlay-only": f"graft into an upload-only overlay of {plan.target} at {plan.dest}",
+             "extract": f"extract a standalone draft into {plan.dest}"}[plan.mode]
+    lines = [f"plan:         {title}",
+             f"source:       {plan.source}",
+             f"architecture: {plan.architecture} (family {plan.family})"]
+    layer = f"model.layers.{plan.draft_layer}"
+    if plan.output_layer != plan.draft_layer:
+        layer += f" -> model.layers.{plan.output_layer}"
+    lines.append(f"draft layer:  {layer}: {plan.draft_tensors} tensors, {plan.draft_bytes:,} bytes, "
+                 f"{plan.draft_precision}")
+    if plan.target_status:
+        lines.append(f"target now:   {plan.target_status}")
+    lines.append(f"read from SOURCE ({len(plan.source_ranges)} shard(s)):")
+    for shard, spans in plan.source_ranges.items():
+        shown = ", ".join(f"[{a:,}, {b:,})" for a, b in spans[:4]) + (f", … (+{len(spans) - 4})" if len(spans) > 4 else "")
+        lines.append(f"  {shard}: {sum(b - a for a, b in spans):,} bytes in {len(spans)} range(s): {shown}")
+    lines.append("write:")
+    for shard in plan.shards:
+        extra = f", replaces {shard.replaces}" if shard.replaces else ""
+        resume = f", {shard.reusable_bytes:,} bytes verified by an earlier run (reused after re-hashing)" \
+            if shard.resume else ""
+        lines.append(f"  {shard.name}: {len(shard.tensors)} tensors, {shard.size:,} bytes ({shard.role}{extra}){resume}")
+    for edit in plan.config_edits:
+        backup = f" (backup {edit.backup})" if edit.backup else ""
+        lines.append(f"  {edit.file}{backup}: {'; '.join(edit.changes)}")
+    if plan.links:
+        lines.append(f"  {len(plan.links)} symlink(s) to TARGET's shards")
+    if plan.small_files:
+        lines.append(f"  copies of {len(plan.small_files)} small file(s): {', '.join(plan.small_files)}")
+    for d in plan.displaced:
+        where = f": moved aside to {d.moved_to} after the commit" if d.moved_to else ": not part of the result"
+        lines.append(f"  displaced {d.name} ({d.reason}){where}")
+    if plan.total_size_before is not None or plan.mode != "extract":
+        lines.append(f"index:        {plan.index_entries_before:,} -> {plan.index_entries_after:,} entries, total_size "
+                     f"{plan.total_size_before if plan.total_size_before is None else format(plan.total_size_before, ',')}"
+                     f" -> {plan.total_size_after:,}")
+    lines.append(f"bytes:        {plan.bytes_to_read:,} to read, {plan.bytes_to_write:,} to write"
+                 + (f", {plan.bytes_reusable:,} reusable" if plan.bytes_reusable else ""))
+    lines.append(f"disk:         {human_bytes(plan.needed_bytes)} needed, {human_bytes(plan.free_bytes)} free"
+                 + ("" if plan.enough_space else "  <- NOT ENOUGH"))
+    lines += [f"note: {n}" for n in plan.notes]
+    return "\n".join(lines)
+
+
+def format_report(report: GraftReport) -> str:
+    verb = "extracted" if report.mode == "extract" else "grafted"
+    lines = [f"{verb}:     model.layers.{report.draft_layer}"
+             + (f" -> model.layers.{report.output_layer}" if report.output_layer != report.draft_layer else "")
+             + f" from {report.source}",
+             f"output:       {report.output} ({report.mode})"]
+    for shard in report.shards:
+        reuse = f", {shard.reused_tensors} reused" if shard.reused_tensors else ""
+        lines.append(f"  {shard.name}: {shard.tensors} tensors, {shard.bytes:,} bytes ({shard.role}{reuse})")
+    if report.bytes_copied or report.bytes_reused:
+        rate = report.bytes_copied / report.elapsed_s / 1e9 if report.elapsed_s > 0 else 0.0
+        lines.append(f"copied:       {report.bytes_copied:,} bytes via {report.copy_method} in {report.elapsed_s:.1f} s "
+                     f"({rate:.2f} GB/s)" + (f"; {report.bytes_reused:,} bytes reused" if report.bytes_reused else ""))
+    for edit in report.config_edits:
+        lines.append(f"  edited {edit}")
+    if report.backups:
+        lines.append(f"  backups: {', '.join(report.backups)}")
+    if report.links:
+        lines.append(f"  {report.links} symlink(s) to TARGET's shards")
+    if report.small_files:
+        lines.append(f"  copied {len(report.small_files)} small file(s)")
+    for moved in report.moved_aside:
+        lines.append(f"  moved aside {moved} (delete it once you are happy with the result)")
+    v = report.verification
+    if "tensors_hashed_while_copying" in v:
+        lines.append(f"verified:     {v['tensors_hashed_while_copying']} tensor(s) CRC32-hashed while copying and again "
+                     f"from the written file"
+                     + (f"; {v['tensors_reused_after_rehash']} reused after re-hashing" if v.get("tensors_reused_after_rehash") else ""))
+        lines.append(f"              check of the staged result before the commit: {v['staged_check']}")
+    lines.append(f"check:        {report.check_status.upper()} ({v.get('final_check_tensors', '?')} draft tensors; "
+                 f"{v.get('final_check_view', report.output)})")
+    for problem in report.check_problems:
+        lines.append(f"  [{problem.severity}] {problem.code}: {problem.message}")
+    lines += [f"note: {n}" for n in report.notes]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- running
+
+
+@contextlib.contextmanager
+def _progress(total: int, quiet: bool, desc: str) -> Iterator[Any]:
+    """A tqdm bar with bytes and rate, only when a person watches stdout."""
+    if quiet or not sys.stdout.isatty() or total <= 0:
+        yield None
+        return
+    from tqdm import tqdm
+
+    with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=desc, dynamic_ncols=True,
+              mininterval=0.2) as bar:
+        yield bar.update
+
+
+def _run(plan: GraftPlan, args: argparse.Namespace, desc: str) -> int:
+    from .graft import execute
+
+    if args.dry_run:
+        if args.json:
+            _emit_json({"dry_run": True, "plan": plan.to_json()})
+        else:
+            _out(format_plan(plan))
+        return 0 if plan.enough_space or plan.finish_only else 1
+    total = sum(s.payload for s in plan.shards)
+    with _progress(total, args.json, desc) as update:
+        report = execute(plan, progress=update)
+    if args.json:
+        _emit_json({"dry_run": False, "plan": plan.to_json(), "result": report.to_json()})
+    else:
+        _out(format_report(report))
+    return report.exit_code
+
+
+def _graft(args: argparse.Namespace) -> int:
+    from .graft import plan_graft
+
+    plan = plan_graft(args.source, args.target, out=args.out, overlay_only=args.overlay_only, force=args.force,
+                      max_shard_size=parse_size(args.max_shard_size), layer=args.layer, endpoint=args.endpoint)
+    return _run(plan, args, "graft")
+
+
+def _extract(args: argparse.Namespace) -> int:
+    from .extract import plan_extract
+
+    plan = plan_extract(args.source, args.out, endpoint=args.endpoint)
+    return _run(plan, args, "extract")
+
+
+def _register(sub: Any) -> None:
+    graft = sub.add_parser(
+        "graft", help="copy the draft layer from the original release into a checkpoint that lacks it",
+        description="Streams the draft-layer tensors byte for byte from SOURCE (local dir or Hub id "
+                    "org/name[@revision]; only headers and the layer's byte ranges are read) into new shards of "
+                    "TARGET, rebuilds the index, keeps the BF16 layer out of quantization, verifies every tensor "
+                    "and checks the result. Atomic and resumable: re-run the same command after an interruption.")
+    graft.add_argument("--from", dest="source", required=True, metavar="SOURCE",
+                       help="checkpoint that holds the draft layer: local dir or Hub id org/name[@revision]")
+    graft.add_argument("--into", dest="target", required=True, metavar="TARGET",
+                       help="local checkpoint whose draft layer is missing or incomplete")
+    graft.add_argument("--out", metavar="OVERLAY_DIR",
+                       help="leave TARGET untouched; write new shards, index, configs and small files here "
+                            "(TARGET's shards are symlinked, so the folder loads as is)")
+    graft.add_argument("--overlay-only", action="store_true",
+                       help="with --out: no symlinks, just the files to upload on top of TARGET's repo")
+    graft.add_argument("--max-shard-size", default="5GB", metavar="SIZE",
+                       help="split the new layer into shards of at most SIZE (default 5GB, as Hugging Face; "
+                            "0 = one file)")
+    graft.add_argument("--layer", type=int, default=None, metavar="N",
+                       help="the draft layer you expect (model.layers.N); refuses if the checkpoints say otherwise")
+    graft.add_argument("--force", action="store_true", help="replace a draft layer that is already complete")
+    graft.add_argument("--dry-run", action="store_true",
+                       help="print the plan (byte ranges, bytes to read and write, files, config edits); write nothing")
+    graft.add_argument("--json", action="store_true", help="machine-readable plan and result on stdout")
+    graft.add_argument("--endpoint", default=None, help=argparse.SUPPRESS)
+
+    extract = sub.add_parser(
+        "extract", help="write a standalone draft checkpoint for --speculative-draft-model-path",
+        description="The layout of SGLang's scripts/export_deepseek_nextn.py (layer renamed to 0, embed_tokens and "
+                    "shared_head.head left out, nextn_layer_parameters.safetensors + index, config with "
+                    "num_hidden_layers=1 and the NextN architecture), streamed and verified like graft.")
+    extract.add_argument("--from", dest="source", required=True, metavar="SOURCE",
+                         help="checkpoint that holds the draft layer: local dir or Hub id org/name[@revision]")
+    extract.add_argument("--out", required=True, metavar="DIR", help="new or empty output directory")
+    extract.add_argument("--dry-run", action="store_true", help="print the plan; write nothing")
+    extract.add_argument("--json", action="store_true", help="machine-readable plan and result on stdout")
+    extract.add_argument("--endpoint", default=None, help=argparse.SUPPRESS)
+
+
+COMMANDS["graft"] = _graft
+COMMANDS["extract"] = _extract
+_EXTRA_PARSERS.append(_register)

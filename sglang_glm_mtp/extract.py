@@ -1,0 +1,137 @@
+"""A standalone draft checkpoint for ``--speculative-draft-model-path``.
+
+The layout is the one SGLang's ``scripts/export_deepseek_nextn.py`` produces: the draft
+layer renamed to ``model.layers.0``, ``embed_tokens`` and ``shared_head.head`` left out
+(the draft takes them from the target model), one ``nextn_layer_parameters.safetensors``
+plus its index, and a config.json with ``num_hidden_layers = 1`` and
+``architectures = [<Arch>NextN]``. Unlike that script, the tensors are streamed (bounded
+memory, Hub range reads), verified, and written atomically and resumably by the graft
+executor; per-layer config lists are cut to one entry so that transformers' config
+validation accepts ``num_hidden_layers = 1``.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any
+
+from .checkpoint.source import CheckpointSource, LocalCheckpoint
+from .checkpoint.writer import INDEX_FILE, index_document
+from .errors import GraftError, UsageError
+from .graft import (CONFIG_FILE, QUANT_FILE, SMALL_FILE_LIMIT, ConfigEdit, GraftPlan, TensorCopy, _file_identity,
+                    _finish_plan, _interrupted_commit, _merged_ranges, _open_source, _source_report, check_out_dir,
+                    choose_names, finalize_space, small_files)
+
+NEXTN_FILE = "nextn_layer_parameters.safetensors"
+#: Tensors the standalone draft takes from the target model (SGLang's export script skips them).
+SKIPPED = ("embed_tokens", "shared_head.head")
+
+
+def _nextn_name(variant: int, i: int, n: int) -> str:
+    if variant > 1:
+        raise GraftError(f"the output folder already holds a {NEXTN_FILE} from another run; remove it or choose "
+                         "another --out")
+    return NEXTN_FILE
+
+
+def standalone_config(raw: dict[str, Any], layer: int, draft_architecture: str) -> tuple[dict[str, Any], list[str]]:
+    """config.json for a one-layer draft: what the export script sets, plus per-layer lists cut to the draft's entry."""
+    doc = copy.deepcopy(raw)
+    changes = [f"num_hidden_layers {raw.get('num_hidden_layers')} -> 1",
+               f"architectures {raw.get('architectures')} -> [{draft_architecture!r}]"]
+    layers = raw.get("num_hidden_layers")
+    doc["num_hidden_layers"] = 1
+    doc["architectures"] = [draft_architecture]
+    for key, value in raw.items():
+        if isinstance(value, list) and len(value) == layers and key.endswith("_types"):
+            # the draft layer always has a MoE and a full indexer
+            entry = {"mlp_layer_types": "sparse", "indexer_types": "full"}.get(key, value[-1])
+            doc[key] = [entry]
+            changes.append(f"{key} cut to [{entry!r}]")
+    return doc, changes
+
+
+def _rename_patterns(patterns: list[str], layer: int) -> list[str]:
+    """Keep non-layer patterns, move the draft layer's to layer 0, drop the other layers' ones."""
+    out: list[str] = []
+    own = f"model.layers.{layer}"
+    for pattern in patterns:
+        if not pattern.startswith("model.layers."):
+            out.append(pattern)
+        elif pattern == own or pattern.startswith((own + ".", own + "*")):
+            out.append("model.layers.0" + pattern[len(own):])
+    return out
+
+
+def plan_extract(source: str | CheckpointSource, out: str | Path, *, endpoint: str | None = None) -> GraftPlan:
+    """Plan a standalone draft export. Reads only metadata."""
+    out_dir = Path(out).expanduser().resolve()
+    src = _open_source(source, endpoint)
+    if isinstance(src, LocalCheckpoint) and src.root == out_dir:
+        raise UsageError("--out must be a new directory, not SOURCE itself")
+    check_out_dir(out_dir)
+    finished = _interrupted_commit(out_dir)
+    if finished is not None:
+        return _finish_plan("extract", src.display, out_dir, out_dir, finished)
+    report, family = _source_report(src)
+    layer = report.draft_layer
+    assert layer is not None
+    prefix = f"model.layers.{layer}."
+    copies: list[TensorCopy] = []
+    skipped: list[str] = []
+    for name, loc in sorted(report.locations.items()):
+        rest = name[len(prefix):]
+        if any(rest.startswith(s + ".") for s in SKIPPED):
+            skipped.append(name)
+            continue
+        copies.append(TensorCopy("model.layers.0." + rest, "source", loc.shard, loc.file_offset, loc.entry.nbytes,
+                                 loc.entry.dtype, tuple(loc.entry.shape)))
+    files = src.list_files()
+    identity = {("source", k): v for k, v in _file_identity(src, files, {c.shard for c in copies}).items()}
+    taken = set(os.listdir(out_dir)) if out_dir.is_dir() else set()
+    shards = choose_names(out_dir, taken, [copies], _nextn_name, "draft", identity)
+
+    notes: list[str] = []
+    if skipped:
+        notes.append(f"skipped {len(skipped)} tensor(s) the draft takes from the target model: "
+                     + ", ".join(skipped))
+    cfg, cfg_changes = standalone_config(report.config, layer, family.draft_architectures[0])
+    edits: list[ConfigEdit] = []
+    quant = src.read_json(QUANT_FILE)
+    if report.draft_precision == "bf16":
+        if cfg.pop("quantization_config", None) is not None:
+            cfg_changes.append("quantization_config removed (the draft layer is BF16)")
+        if isinstance(quant, dict):
+            notes.append(f"{QUANT_FILE} not copied: the draft layer is BF16")
+    else:
+        flat = cfg.get("quantization_config")
+        if isinstance(flat, dict):
+            for key in ("ignore", "modules_to_not_convert", "exclude_modules"):
+                if isinstance(flat.get(key), list):
+                    flat[key] = _rename_patterns(flat[key], layer)
+                    cfg_changes.append(f"quantization_config.{key}: layer {layer} patterns moved to layer 0, "
+                                       "other layers' dropped")
+        if isinstance(quant, dict) and isinstance(quant.get("quantization"), dict):
+            quant = copy.deepcopy(quant)
+            nested = quant["quantization"]
+            nested["exclude_modules"] = _rename_patterns(list(nested.get("exclude_modules") or []), layer)
+            edits.append(ConfigEdit(QUANT_FILE, [f"quantization.exclude_modules: layer {layer} patterns moved to "
+                                                 "layer 0, other layers' dropped"], quant))
+    edits.append(ConfigEdit(CONFIG_FILE, cfg_changes, cfg))
+    shard = shards[0]
+    index = index_document({t.name: shard.name for t in shard.tensors}, shard.payload)
+    edits.append(ConfigEdit(INDEX_FILE, [f"{len(shard.tensors)} entries, all in {shard.name}"], index))
+
+    smalls = [n for n in small_files(files, {CONFIG_FILE, QUANT_FILE, INDEX_FILE})
+              if files[n] <= SMALL_FILE_LIMIT]
+    plan = GraftPlan(
+        mode="extract", source=src.display, target=None, dest=out_dir, family=family.name,
+        architecture=report.architecture, draft_layer=layer, output_layer=0,
+        draft_precision=report.draft_precision, draft_tensors=len(copies), draft_bytes=shard.payload,
+        source_ranges=_merged_ranges(copies), shards=shards, config_edits=edits, index=index,
+        index_entries_after=len(shard.tensors), total_size_after=shard.payload, small_files=smalls,
+        notes=notes, source_obj=src, small_file_origin="source")
+    finalize_space(plan, sum(files[n] for n in smalls))
+    return plan
