@@ -30,17 +30,9 @@ import sys
 import types
 from typing import Any, Callable, Iterator
 
-#: Platform facts SGLang reads during resolution, per emulated GPU generation (reference Q1.3).
-GENERATIONS: dict[str, dict[str, Any]] = {
-    "sm90": dict(is_sm90=True, is_sm100=False, is_sm100_or_sm110=False, is_sm110=False, is_sm120=False,
-                 is_blackwell=False, is_hopper_with_cuda_12_3=True, device_sm=90, device_capability=(9, 0)),
-    "sm100": dict(is_sm90=False, is_sm100=True, is_sm100_or_sm110=True, is_sm110=False, is_sm120=False,
-                  is_blackwell=True, is_hopper_with_cuda_12_3=False, device_sm=100, device_capability=(10, 0)),
-    "sm120": dict(is_sm90=False, is_sm100=False, is_sm100_or_sm110=False, is_sm110=False, is_sm120=True,
-                  is_blackwell=True, is_hopper_with_cuda_12_3=False, device_sm=120, device_capability=(12, 0)),
-}
-COMMON_FACTS = dict(is_cuda=True, is_hip=False, is_npu=False, is_xpu=False, is_musa=False, is_mps=False,
-                    has_amx=False, has_flashinfer=True)
+# One table of emulated GPU generations, shared with the demo.
+from sglang_glm_mtp.plugin.demo_resolution import COMMON_FACTS, GENERATIONS  # noqa: E402
+
 
 PLUGIN = "glm_mtp"
 _state: dict[str, Any] = {"generation": None, "parallel": False, "plugins": None}
