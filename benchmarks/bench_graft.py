@@ -38,6 +38,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench_check import drop_page_cache  # same folder: run as a script
 from sglang_glm_mtp import synthetic
 from sglang_glm_mtp.checkpoint.writer import atomic_write_json
 
@@ -77,13 +78,6 @@ def build(work: Path, experts: int) -> tuple[Path, Path, int]:
     return source, target, report.draft_bytes
 
 
-def drop_caches() -> bool:
-    try:
-        subprocess.run(["sync"], check=True)
-        Path("/proc/sys/vm/drop_caches").write_text("3\n")
-        return True
-    except OSError:
-        return False
 
 
 def prepare_cache(paths: list[Path], cold: bool) -> None:
@@ -96,7 +90,7 @@ def prepare_cache(paths: list[Path], cold: bool) -> None:
     subprocess.run(["sync"], check=True)
     time.sleep(SETTLE_S)
     if cold:
-        drop_caches()
+        drop_page_cache()
         return
     for path in paths:
         for file in ([path] if path.is_file() else sorted(path.iterdir())):
@@ -276,7 +270,7 @@ def main() -> None:
     args = parser.parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench-graft-", dir=str(Path.cwd())))
     work.mkdir(parents=True, exist_ok=True)
-    cold = drop_caches()
+    cold = drop_page_cache()
     results: dict[str, Any] = {
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
         "page_cache": "dropped before every run" if cold else "pre-warmed before every run (no root)",

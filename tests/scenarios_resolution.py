@@ -9,10 +9,8 @@ JSON line. Faked, because it needs a GPU: the GPU generation (SGLang's own
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-import traceback
 from typing import Any, Callable
 
 # One table of emulated GPU generations, shared with the demo.
@@ -113,9 +111,6 @@ def family_engine(params: dict[str, Any]) -> dict[str, Any]:
 FAMILIES = {"resolution": family_resolution, "version_drift": family_version_drift, "engine": family_engine}
 
 if __name__ == "__main__":
-    family, raw = sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else "{}"
-    try:
-        payload = FAMILIES[family](json.loads(raw))
-    except Exception:
-        payload = {"crashed": traceback.format_exc()}
-    sys.stdout.write("RESULT:" + json.dumps(payload, default=str) + "\n")
+    from sglang_mode import scenario_main
+
+    scenario_main(FAMILIES)

@@ -16,13 +16,10 @@ attributes the controller reads (memory figures, worker handles).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import pickle
-import sys
 import time
-import traceback
 import types
 from typing import Any
 
@@ -195,9 +192,6 @@ def family_canary_off(params: dict[str, Any]) -> dict[str, Any]:
 FAMILIES = {"serving": family_serving, "canary_off": family_canary_off}
 
 if __name__ == "__main__":
-    family, raw = sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else "{}"
-    try:
-        payload = FAMILIES[family](json.loads(raw))
-    except Exception:
-        payload = {"crashed": traceback.format_exc()}
-    sys.stdout.write("RESULT:" + json.dumps(payload, default=str) + "\n")
+    from sglang_mode import scenario_main
+
+    scenario_main(FAMILIES)

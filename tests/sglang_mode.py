@@ -49,3 +49,49 @@ def subprocess_env(base: dict[str, str] | None = None) -> dict[str, str]:
 def pick(plugin: str, upstream: str) -> str:
     """The wording of a message, as the plugin or as the patched SGLang writes it."""
     return upstream if UPSTREAM else plugin
+
+
+def run_scenario(script: "os.PathLike[str] | str", family: str, params: dict, *, timeout: float = 600,
+                 **env: str) -> dict:
+    """Run one scenario family of ``script`` in a fresh process and return its RESULT document.
+
+    The plugin's own switches (``SGLANG_GLM_MTP_*``, ``SGLANG_ENABLE_PLUGIN``) are cleared
+    unless passed in ``env``, so a developer's shell cannot change what a test sees. The
+    process gets its own session: on a timeout the whole group goes, rank processes included.
+    """
+    import json
+    import signal
+    import subprocess
+    import sys
+
+    base = {k: v for k, v in os.environ.items() if not k.startswith("SGLANG_GLM_MTP_") and k != "SGLANG_ENABLE_PLUGIN"}
+    environment = subprocess_env({**base, **env})
+    proc = subprocess.Popen([sys.executable, str(script), family, json.dumps(params)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=environment, start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        pytest.fail(f"{family}: no result within {timeout:.0f} s\nstderr tail:\n{stderr[-4000:]}")
+    lines = [line for line in stdout.splitlines() if line.startswith("RESULT:")]
+    assert lines, f"{family}: no RESULT line (rc={proc.returncode})\nstdout:{stdout[-3000:]}\nstderr:{stderr[-4000:]}"
+    result = json.loads(lines[-1][len("RESULT:"):])
+    assert "crashed" not in result, f"{family} scenario crashed:\n{result.get('crashed')}"
+    result["_stderr"] = stderr
+    return result
+
+
+def scenario_main(families: dict) -> None:
+    """``python <scenario script> <family> '<json>'``: run it, print one ``RESULT:`` line, never a bare traceback."""
+    import json
+    import sys
+    import traceback
+
+    family, raw = sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else "{}"
+    try:
+        payload = families[family](json.loads(raw))
+    except Exception:
+        payload = {"crashed": traceback.format_exc()}
+    sys.stdout.flush()
+    sys.stdout.write("RESULT:" + json.dumps(payload, default=str) + "\n")

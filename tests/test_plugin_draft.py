@@ -21,11 +21,6 @@ CUDA-only DSA indexer fusion switch. Nothing runs a forward pass.
 from __future__ import annotations
 
 import importlib.util
-import json
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +28,7 @@ import pytest
 
 from sglang_glm_mtp import synthetic
 
-from sglang_mode import PLUGIN_ACTIVE, UPSTREAM, pick, plugin_only, subprocess_env
+from sglang_mode import PLUGIN_ACTIVE, UPSTREAM, pick, plugin_only, run_scenario
 
 pytestmark = [pytest.mark.sglang,
               pytest.mark.skipif(importlib.util.find_spec("sglang") is None, reason="needs sglang==0.5.23")]
@@ -48,23 +43,7 @@ EXPERTS = "model.decoder.mlp.experts"
 
 
 def run_family(family: str, params: dict[str, Any], timeout: float = 300) -> dict[str, Any]:
-    environment = {k: v for k, v in os.environ.items()
-                   if not k.startswith("SGLANG_GLM_MTP_") and k != "SGLANG_ENABLE_PLUGIN"}
-    environment = subprocess_env(environment)  # SGLANG_PLUGINS, and a patched SGLang when verifying patches/
-    # Own session: on a timeout the whole group goes, including the expert-parallel family's rank processes.
-    proc = subprocess.Popen([sys.executable, str(SCENARIOS), family, json.dumps(params)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=environment, start_new_session=True)
-    try:
-        stdout, stderr = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        stdout, stderr = proc.communicate()
-        pytest.fail(f"{family}: no result within {timeout:.0f} s\nstderr tail:\n{stderr[-4000:]}")
-    lines = [line for line in stdout.splitlines() if line.startswith("RESULT:")]
-    assert lines, f"{family}: no RESULT line (rc={proc.returncode})\nstderr tail:\n{stderr[-4000:]}"
-    result = json.loads(lines[-1][len("RESULT:"):])
-    assert "crashed" not in result, f"{family} scenario crashed:\n{result.get('crashed')}"
-    return result
+    return run_scenario(SCENARIOS, family, params, timeout=timeout)
 
 
 def ok(case: dict[str, Any], name: str) -> dict[str, Any]:

@@ -10,10 +10,6 @@ branches assert on the plugin's own state.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,23 +17,14 @@ import pytest
 
 from sglang_glm_mtp import synthetic
 
-from sglang_mode import PLUGIN_ACTIVE, UPSTREAM, pick, plugin_only, subprocess_env
+from sglang_mode import PLUGIN_ACTIVE, UPSTREAM, pick, plugin_only, run_scenario
 
 pytestmark = pytest.mark.sglang
 SCENARIOS = Path(__file__).with_name("scenarios_resolution.py")
 
 
 def run_family(family: str, params: dict[str, Any], **env: str) -> dict[str, Any]:
-    environment = subprocess_env({**os.environ, **env})
-    environment.pop("SGLANG_ENABLE_PLUGIN", None)
-    proc = subprocess.run([sys.executable, str(SCENARIOS), family, json.dumps(params)], capture_output=True,
-                          text=True, env=environment, timeout=600)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT:")]
-    assert lines, f"no result (rc={proc.returncode})\nstdout:{proc.stdout[-3000:]}\nstderr:{proc.stderr[-3000:]}"
-    result = json.loads(lines[-1][len("RESULT:"):])
-    assert "crashed" not in result, result.get("crashed")
-    result["_stderr"] = proc.stderr
-    return result
+    return run_scenario(SCENARIOS, family, params, **env)
 
 
 @pytest.fixture(scope="module")

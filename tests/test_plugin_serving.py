@@ -8,16 +8,12 @@ plugin's own behaviour, so the module is ``plugin_only`` (tests/sglang_mode.py).
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from sglang_mode import plugin_only, subprocess_env
+from sglang_mode import plugin_only, run_scenario
 
 from sglang_glm_mtp import synthetic
 from sglang_glm_mtp.plugin.registration import CANARY_TARGET, EAGER_TARGETS, SERVER_INFO_TARGET
@@ -27,18 +23,7 @@ SCENARIOS = Path(__file__).with_name("scenarios_serving.py")
 
 
 def run_family(family: str, params: dict[str, Any], **env: str) -> dict[str, Any]:
-    environment = subprocess_env({**os.environ, **env})
-    for name in ("SGLANG_ENABLE_PLUGIN", "SGLANG_GLM_MTP_SKIP_PREFLIGHT", "SGLANG_GLM_MTP_CANARY",
-                 "SGLANG_GLM_MTP_CANARY_MIN_ACCEPT_LENGTH", "SGLANG_GLM_MTP_CANARY_WARMUP_STEPS"):
-        if name not in env:
-            environment.pop(name, None)
-    proc = subprocess.run([sys.executable, str(SCENARIOS), family, json.dumps(params)], capture_output=True,
-                          text=True, env=environment, timeout=600)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT:")]
-    assert lines, f"no result (rc={proc.returncode})\nstdout:{proc.stdout[-3000:]}\nstderr:{proc.stderr[-3000:]}"
-    result = json.loads(lines[-1][len("RESULT:"):])
-    assert "crashed" not in result, result.get("crashed")
-    return result
+    return run_scenario(SCENARIOS, family, params, **env)
 
 
 @pytest.fixture(scope="module")
