@@ -9,17 +9,15 @@ second instead of loading 440 GB and serving garbage drafts.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 from ..checkpoint.families import family_for
 from ..checkpoint.inspect import inspect
 from ..checkpoint.report import InspectionReport
-from ..checkpoint.source import CheckpointSource, HubCheckpoint, LocalCheckpoint, resolve_cached_hub_snapshot
 from ..errors import CheckpointUnreadable
 from . import settings
+from .draft_source import open_draft_source
 
 logger = logging.getLogger(__name__)
 
@@ -60,48 +58,58 @@ class PreflightResult:
         return asdict(self)
 
 
-def open_draft_source(path: str, revision: str | None) -> CheckpointSource | None:
-    """A local dir, the local Hub cache of a Hub id, or (online) the Hub itself, headers only."""
-    if os.path.isdir(path):
-        return LocalCheckpoint(Path(path).resolve())
-    if "/" not in path or path.startswith((".", "/", "~")):
-        return None
-    cached = resolve_cached_hub_snapshot(path, revision)
-    if cached is not None and (cached / "config.json").exists():
-        return LocalCheckpoint(cached)
-    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes"):
-        return None
-    return HubCheckpoint(path, revision)
-
-
 def run_preflight(draft_path: str, revision: str | None, architecture: str) -> PreflightResult | None:
-    """Inspect the draft layer; raise when it cannot serve. None: not ours to judge."""
+    """Inspect the draft layer; raise only when its absence or damage is proven. None: not judged.
+
+    Never raises anything but ``DraftCheckpointError``: a file the plugin cannot read or
+    understand is a warning, and the post-load coverage check still verifies the draft.
+    """
+    if settings.skip_preflight():
+        logger.warning("glm_mtp: %s=1: the startup preflight is skipped; the post-load coverage check still "
+                       "verifies the draft", settings.SKIP_PREFLIGHT_ENV)
+        return None
     if family_for(architecture) is None:
         return None
-    source = open_draft_source(draft_path, revision)
-    if source is None:
-        logger.warning("glm_mtp: cannot read %s before launch (not a local dir, not in the Hub cache, offline); "
-                       "the post-load coverage check will still verify the draft", draft_path)
-        return None
     try:
-        report = inspect(source)
+        return _judge(draft_path, revision)
+    except DraftCheckpointError:
+        raise
     except CheckpointUnreadable as exc:
-        logger.warning("glm_mtp: preflight could not read the draft checkpoint: %s", exc)
+        logger.warning("glm_mtp: preflight could not read the draft checkpoint %s: %s; the post-load coverage "
+                       "check will verify the draft", draft_path, exc)
+    except Exception as exc:  # a plugin bug must never stop a launch SGLang itself accepts
+        logger.warning("glm_mtp: preflight failed on %s (%s: %s); starting without it, the post-load coverage "
+                       "check will verify the draft", draft_path, type(exc).__name__, exc, exc_info=True)
+    return None
+
+
+def _judge(draft_path: str, revision: str | None) -> PreflightResult | None:
+    found = open_draft_source(draft_path, revision)
+    if found.source is None:
+        logger.warning("glm_mtp: cannot judge the draft of %s before launch: %s; the post-load coverage check "
+                       "will verify it", draft_path, found.why)
         return None
+    logger.info("glm_mtp: preflight reads %s from %s", draft_path, found.why)
+    report = inspect(found.source)
+    if report.status not in ("ready", "not-applicable") and found.hub is not None:
+        # A complete cache may hold an older revision than the one SGLang is about to fetch: confirm on the Hub.
+        logger.info("glm_mtp: the cached snapshot of %s is %s; confirming on the Hub", draft_path, report.status)
+        try:
+            report = inspect(found.hub)
+        except CheckpointUnreadable as exc:
+            logger.warning("glm_mtp: the cached snapshot of %s is %s, but the Hub cannot confirm it (%s); "
+                           "starting, the post-load coverage check will verify the draft",
+                           draft_path, report.status, exc)
+            return None
     if report.status in ("ready", "not-applicable"):
-        logger.info("glm_mtp: draft layer model.layers.%s of %s is %s: %d/%d tensors, %s, in %s",
+        logger.info("glm_mtp: draft layer %s of %s is %s: %d/%d tensors, %s, in %s",
                     report.draft_layer, report.checkpoint, report.status, report.found_tensors,
                     report.expected_tensors, report.draft_precision, ", ".join(report.draft_shards) or "-")
         for problem in report.problems:
             logger.warning("glm_mtp: %s: %s", problem.code, problem.message)
         return PreflightResult.from_report(report)
-    message = format_refusal(report)
-    if settings.skip_preflight():
-        logger.warning("glm_mtp: %s=1, starting anyway although: %s", settings.SKIP_PREFLIGHT_ENV,
-                       message.splitlines()[0])
-        return PreflightResult.from_report(report, skipped=True)
     error = DraftLayerMissingError if report.status in ("missing", "incomplete") else DraftCheckpointError
-    raise error(message)
+    raise error(format_refusal(report))
 
 
 def format_refusal(report: InspectionReport) -> str:

@@ -101,9 +101,13 @@ def decide_runner(server_args: Any, view: Any, result: PreflightResult | None) -
 
 
 def _device_sm(platform: Any) -> int | None:
+    """The GPU generation, or None (the rule table's "unknown GPU"); a failed probe is a warning, not a silence."""
     try:
         sm = int(platform.device_sm)
-    except Exception:  # NVML absent or no GPU: the rule table treats None as unknown
+    except Exception as exc:  # NVML absent, no GPU, or a driver error: the decision falls back to unknown-gpu
+        logger.warning("glm_mtp: cannot read the GPU generation (%s: %s); the draft MoE runner is chosen as for an "
+                       "unknown GPU (docs/moe-runner.md); pass --speculative-moe-runner-backend to choose it",
+                       type(exc).__name__, exc)
         return None
     return sm or None
 

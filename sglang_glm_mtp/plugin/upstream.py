@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib
 import logging
 import sys
-from functools import lru_cache
 
 logger = logging.getLogger(__name__)
 
@@ -22,18 +21,36 @@ MARKERS: dict[str, tuple[str, str]] = {
 }
 
 
-@lru_cache(maxsize=None)
+#: Answers found so far; a failed probe is never stored, so the next call probes again.
+_answers: dict[str, bool] = {}
+
+
 def has_fix(behaviour: str) -> bool:
     """True when the running SGLang already implements ``behaviour``."""
+    if behaviour in _answers:
+        return _answers[behaviour]
     module_name, attribute = MARKERS[behaviour]
     module = sys.modules.get(module_name)
     if module is None:
         try:
             module = importlib.import_module(module_name)
-        except Exception:  # an SGLang without that module has no fix either
+        except ModuleNotFoundError as exc:
+            if not module_name.startswith(exc.name or "\0"):
+                return _probe_failed(behaviour, module_name, exc)
+            _answers[behaviour] = False  # an SGLang without that module has no fix either
             return False
+        except Exception as exc:
+            return _probe_failed(behaviour, module_name, exc)
     present = hasattr(module, attribute)
     if present:
         logger.info("glm_mtp: SGLang provides %s.%s; the plugin's %s behaviour stands down",
                     module_name, attribute, behaviour)
+    _answers[behaviour] = present
     return present
+
+
+def _probe_failed(behaviour: str, module_name: str, exc: BaseException) -> bool:
+    logger.warning("glm_mtp: cannot import %s to tell whether SGLang already has the %s fix (%s: %s); "
+                   "the plugin keeps its own %s behaviour", module_name, behaviour, type(exc).__name__, exc,
+                   behaviour)
+    return False

@@ -1,0 +1,99 @@
+"""Which copy of the draft checkpoint the plugin may judge, for a local path or a Hub id.
+
+The contract (never a false refusal):
+
+* a local directory is what SGLang loads: judge it;
+* a Hub id is judged from a Hugging Face cache snapshot only when that snapshot provably
+  holds the checkpoint: ``config.json``, the index, and every shard the index names (or
+  a single ``model.safetensors``). On a first launch SGLang has fetched ``config.json``
+  (and maybe the index) but no shards yet, and huggingface_hub returns such a partial
+  snapshot without complaint: judging it would refuse a checkpoint that is complete on
+  the Hub;
+* otherwise, online, the Hub itself is read (headers by HTTP Range, never a whole shard);
+  offline, nothing is judged: one warning, and the post-load coverage check decides;
+* a refusal found in a complete cache is confirmed on the Hub when online, because the
+  cached snapshot may be an older revision than the one SGLang is about to download
+  (e.g. a checkpoint repaired and pushed since).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..checkpoint.source import CheckpointSource, HubCheckpoint, LocalCheckpoint, resolve_cached_hub_snapshot
+
+logger = logging.getLogger(__name__)
+
+INDEX_FILE = "model.safetensors.index.json"
+SINGLE_FILE = "model.safetensors"
+
+
+@dataclass(frozen=True)
+class DraftSource:
+    """A readable copy of the draft checkpoint, or the reason there is none."""
+
+    source: CheckpointSource | None
+    #: where the source came from: "local", "cache", "hub"; or "none"
+    kind: str
+    #: for logs and warnings: why this copy, or why none
+    why: str
+    #: for a cached snapshot read while online: the Hub copy that confirms a refusal
+    hub: HubCheckpoint | None = None
+
+
+def hub_offline() -> bool:
+    """SGLang and huggingface_hub both honour HF_HUB_OFFLINE; read it live (tests and launchers set it late)."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def looks_like_hub_id(path: str) -> bool:
+    return "/" in path and not path.startswith((".", "/", "~")) and path.count("/") == 1
+
+
+def cache_holds_checkpoint(snapshot: Path) -> tuple[bool, str]:
+    """(complete, why): does this snapshot folder hold config.json and every weight file the index names?
+
+    Reads only the index (small JSON); a malformed index is "not provably complete", not an error.
+    """
+    if not (snapshot / "config.json").is_file():
+        return False, "no config.json in the cache"
+    index_path = snapshot / INDEX_FILE
+    if index_path.is_file():
+        import json
+
+        try:
+            weight_map = json.loads(index_path.read_text(encoding="utf-8")).get("weight_map")
+            shards = {str(v) for v in weight_map.values()}
+        except Exception as exc:  # malformed index: the full inspection reports it, the cache proves nothing
+            return False, f"the cached {INDEX_FILE} is unreadable ({type(exc).__name__})"
+        absent = sorted(s for s in shards if not (snapshot / s).is_file())
+        if absent:
+            return False, f"{len(absent)} of {len(shards)} shards not downloaded yet"
+        return True, f"all {len(shards)} shards cached"
+    if (snapshot / SINGLE_FILE).is_file():
+        return True, f"{SINGLE_FILE} cached"
+    return False, "no index and no weights in the cache"
+
+
+def open_draft_source(path: str, revision: str | None) -> DraftSource:
+    """The copy of ``path`` (a local dir or a Hub id) whose verdict is what SGLang will load."""
+    if os.path.isdir(path):
+        return DraftSource(LocalCheckpoint(Path(path).resolve()), "local", "local directory")
+    if not looks_like_hub_id(path):
+        return DraftSource(None, "none", "not a local directory and not a Hub id")
+    offline = hub_offline()
+    snapshot = resolve_cached_hub_snapshot(path, revision)
+    if snapshot is not None:
+        complete, why = cache_holds_checkpoint(snapshot)
+        if complete:
+            hub = None if offline else HubCheckpoint(path, revision)
+            return DraftSource(LocalCheckpoint(snapshot), "cache", f"Hub cache {snapshot} ({why})", hub)
+        cache_note = f"the Hub cache holds part of it ({why})"
+    else:
+        cache_note = "it is not in the Hub cache"
+    if offline:
+        return DraftSource(None, "none", f"{cache_note} and HF_HUB_OFFLINE is set")
+    return DraftSource(HubCheckpoint(path, revision), "hub", f"the Hub (headers only; {cache_note})")

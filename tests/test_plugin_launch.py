@@ -1,0 +1,140 @@
+"""Launches as users start them: Hub ids with a cold or partial cache, online and offline, and odd files.
+
+Never a false refusal: a checkpoint complete on the Hub must resolve whatever the cache
+holds, and a draft is refused only when its absence is proven (read from the Hub, or from a
+cache that holds every shard). Real SGLang 0.5.23 resolution in one subprocess per mode
+(tests/scenarios_launch.py); the Hub is the loopback fake Hub, the cache a real
+huggingface_hub cache on disk (filled here through huggingface_hub's own download calls).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from huggingface_hub import hf_hub_download, snapshot_download
+
+from fake_hub import FakeHub
+from sglang_glm_mtp import synthetic
+
+from sglang_mode import PLUGIN_ACTIVE, run_scenario
+
+pytestmark = pytest.mark.sglang
+SCENARIOS = Path(__file__).with_name("scenarios_launch.py")
+NEXTN_FP4 = ["--speculative-algorithm", "NEXTN", "--quantization", "modelopt_fp4"]
+
+
+def _hub_env(endpoint: str, cache: Path, *, offline: bool) -> dict[str, str]:
+    env = {"HF_ENDPOINT": endpoint, "HF_HUB_CACHE": str(cache), "HF_HUB_DISABLE_XET": "1",
+           "HF_HOME": str(cache.parent / "hf_home")}
+    if offline:
+        env["HF_HUB_OFFLINE"] = "1"
+    return env
+
+
+def _cache(repo: str, hub: FakeHub, cache: Path, files: list[str] | None) -> None:
+    """Fill the cache as a partial first launch (``files``) or a finished download (None) leaves it."""
+    if files is None:
+        snapshot_download(repo, cache_dir=cache, endpoint=hub.endpoint)
+        return
+    for name in files:
+        hf_hub_download(repo, name, cache_dir=cache, endpoint=hub.endpoint)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("launch")
+    return {"ready": synthetic.tiny_pair(root / "ready", target_has_draft=True).target,
+            "missing": synthetic.tiny_pair(root / "missing").target}
+
+
+@pytest.fixture(scope="module")
+def online(tiny: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """First launches from the Hub with an empty cache, and a stale complete cache of a since-repaired repo."""
+    cache = tmp_path_factory.mktemp("online") / "hub"
+    with FakeHub({"org/repaired": tiny["missing"]}) as old:
+        _cache("org/repaired", old, cache, None)  # the broken revision, fully downloaded
+    repos = {"org/ready": tiny["ready"], "org/missing": tiny["missing"], "org/repaired": tiny["ready"]}
+    with FakeHub(repos) as hub:
+        cases = [{"name": "ready_cold", "model": "org/ready", "argv": NEXTN_FP4},
+                 {"name": "missing_cold", "model": "org/missing", "argv": NEXTN_FP4},
+                 {"name": "repaired_stale_cache", "model": "org/repaired", "argv": NEXTN_FP4}]
+        result = run_scenario(SCENARIOS, "launch", {"cases": cases}, **_hub_env(hub.endpoint, cache, offline=False))
+        result["served"] = {p.name: (hub.bytes_served("org/ready", p.name), p.stat().st_size)
+                            for p in tiny["ready"].glob("*.safetensors")}
+    return result
+
+
+@pytest.fixture(scope="module")
+def offline(tiny: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """HF_HUB_OFFLINE=1 with what earlier (partial or finished) launches left in the cache."""
+    cache = tmp_path_factory.mktemp("offline") / "hub"
+    index = "model.safetensors.index.json"
+    layouts = {"org/config-only": (tiny["ready"], ["config.json", "hf_quant_config.json"]),
+               "org/config-index": (tiny["ready"], ["config.json", "hf_quant_config.json", index]),
+               "org/missing-config-index": (tiny["missing"], ["config.json", "hf_quant_config.json", index]),
+               "org/ready-full": (tiny["ready"], None),
+               "org/missing-full": (tiny["missing"], None)}
+    with FakeHub({repo: path for repo, (path, _) in layouts.items()}) as hub:
+        for repo, (_, files) in layouts.items():
+            _cache(repo, hub, cache, files)
+        endpoint = hub.endpoint
+    cases = [{"name": name.split("/")[1], "model": name, "argv": NEXTN_FP4} for name in layouts]
+    return run_scenario(SCENARIOS, "launch", {"cases": cases}, **_hub_env(endpoint, cache, offline=True))
+
+
+def _preflight(case: dict[str, Any]) -> dict[str, Any] | None:
+    return (case.get("state") or {}).get("preflight")
+
+
+def test_hub_id_cold_cache_ready_resolves_from_hub_headers(online: dict[str, Any]) -> None:
+    case = online["cases"]["ready_cold"]
+    assert case["ok"], case
+    if PLUGIN_ACTIVE:
+        assert _preflight(case)["status"] == "ready" and _preflight(case)["found_tensors"] == 35
+        assert not case["warnings"], case["warnings"]
+    # Headers by Range: no shard was downloaded whole before the launch.
+    assert all(served < size for served, size in online["served"].values()), online["served"]
+    assert any(served for served, _ in online["served"].values()), "the preflight read the draft shard's header"
+
+
+def test_hub_id_cold_cache_missing_refused_before_anything_spawns(online: dict[str, Any]) -> None:
+    case = online["cases"]["missing_cold"]
+    assert not case["ok"] and case["error_type"] == "DraftLayerMissingError", case
+    assert "35 of 35" in case["error"] and case["children"] == 0
+
+
+@pytest.mark.skipif(not PLUGIN_ACTIVE, reason="the cache-then-Hub confirmation is the plugin's")
+def test_stale_complete_cache_is_confirmed_on_the_hub(online: dict[str, Any]) -> None:
+    """The cached revision lacks the draft, the Hub's has it since: the launch must resolve."""
+    case = online["cases"]["repaired_stale_cache"]
+    assert case["ok"], case
+    assert _preflight(case)["status"] == "ready"
+
+
+@pytest.mark.parametrize("name", ["config-only", "config-index"])
+def test_offline_partial_cache_of_ready_checkpoint_resolves_with_one_warning(offline: dict[str, Any],
+                                                                             name: str) -> None:
+    case = offline["cases"][name]
+    assert case["ok"], case
+    if PLUGIN_ACTIVE:
+        assert _preflight(case) is None
+        assert len(case["warnings"]) == 1 and "post-load coverage check" in case["warnings"][0], case["warnings"]
+        assert "HF_HUB_OFFLINE" in case["warnings"][0]
+
+
+def test_offline_partial_cache_of_missing_checkpoint_is_left_to_post_load(offline: dict[str, Any]) -> None:
+    """Only the index is cached: not provably what SGLang will load (shards absent), so no refusal."""
+    assert offline["cases"]["missing-config-index"]["ok"], offline["cases"]["missing-config-index"]
+
+
+def test_offline_full_cache(offline: dict[str, Any]) -> None:
+    ready, missing = offline["cases"]["ready-full"], offline["cases"]["missing-full"]
+    assert ready["ok"], ready
+    if PLUGIN_ACTIVE:
+        assert _preflight(ready)["status"] == "ready" and not ready["warnings"]
+    assert not missing["ok"] and missing["error_type"] == "DraftLayerMissingError", missing
+    assert missing["children"] == 0
