@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any
+from typing import Any, Callable
 
 from scenarios_resolution import _outcome, _resolved, resolve
 
@@ -29,6 +29,19 @@ class _Warnings(logging.Handler):
             self.messages.append(record.getMessage())
 
 
+def _outcome_with_frames(fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """``_outcome`` plus the plugin's frames in the traceback: a refusal raised by the plugin has them,
+    an error SGLang raises on its own inputs must not."""
+    import traceback
+
+    try:
+        return {"ok": True, **fn(), "plugin_frames": []}
+    except Exception as exc:
+        frames = [f"{f.filename}:{f.lineno}" for f in traceback.extract_tb(exc.__traceback__)
+                  if "sglang_glm_mtp" in f.filename]
+        return {**_outcome(lambda: (_ for _ in ()).throw(exc)), "plugin_frames": frames}
+
+
 def family_launch(params: dict[str, Any]) -> dict[str, Any]:
     """One resolution per case (``model``: a Hub id or a directory; ``argv``: extra flags), warnings recorded."""
     import psutil
@@ -41,7 +54,7 @@ def family_launch(params: dict[str, Any]) -> dict[str, Any]:
     for case in params["cases"]:
         handler.messages = []
         argv = ["--model-path", case["model"], "--device", "cuda", *case.get("argv", [])]
-        outcome = _outcome(lambda: _resolved(resolve(argv, case.get("generation", "sm100"))))
+        outcome = _outcome_with_frames(lambda: _resolved(resolve(argv, case.get("generation", "sm100"))))
         outcome["children"] = len(psutil.Process().children(recursive=True))
         outcome["warnings"] = handler.messages
         cases[case["name"]] = outcome

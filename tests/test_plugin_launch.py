@@ -20,7 +20,7 @@ from huggingface_hub import hf_hub_download, snapshot_download
 from fake_hub import FakeHub
 from sglang_glm_mtp import synthetic
 
-from sglang_mode import PLUGIN_ACTIVE, run_scenario
+from sglang_mode import PLUGIN_ACTIVE, plugin_only, run_scenario
 
 pytestmark = pytest.mark.sglang
 SCENARIOS = Path(__file__).with_name("scenarios_launch.py")
@@ -68,10 +68,35 @@ def online(tiny: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> d
     return result
 
 
+def _edit(checkpoint: Path, name: str, change: Any) -> None:
+    path = checkpoint / name
+    doc = json.loads(path.read_text())
+    change(doc)
+    path.write_text(json.dumps(doc))
+
+
+#: Files SGLang itself accepts (it reads none of these fields at resolution) but the plugin once crashed on.
+MALFORMED = {
+    "index_metadata_list": ("model.safetensors.index.json", lambda d: d.__setitem__("metadata", [1, 2])),
+    "index_weight_map_list": ("model.safetensors.index.json", lambda d: d.__setitem__("weight_map", [])),
+    "exclude_null": ("hf_quant_config.json", lambda d: d["quantization"]["exclude_modules"].append(None)),
+    "exclude_bad_regex": ("hf_quant_config.json",
+                          lambda d: d["quantization"]["exclude_modules"].append("model.layers.[bad")),
+}
+#: Files SGLang itself refuses: the error must be SGLang's, never one raised from the plugin.
+REFUSED_BY_SGLANG = {
+    "architectures_int": ("config.json", lambda d: d.__setitem__("architectures", 5)),
+    "architectures_dict": ("config.json", lambda d: d.__setitem__("architectures", {"a": 1})),
+}
+A2A = ["--tp-size", "2", "--ep-size", "2", "--moe-a2a-backend", "deepep"]
+
+
 @pytest.fixture(scope="module")
 def offline(tiny: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """HF_HUB_OFFLINE=1 with what earlier (partial or finished) launches left in the cache."""
-    cache = tmp_path_factory.mktemp("offline") / "hub"
+    """HF_HUB_OFFLINE=1 with what earlier (partial or finished) launches left in the cache; plus local dirs
+    (which offline mode does not affect) with odd files and explicit draft flags, batched into the same process."""
+    root = tmp_path_factory.mktemp("offline")
+    cache = root / "hub"
     index = "model.safetensors.index.json"
     layouts = {"org/config-only": (tiny["ready"], ["config.json", "hf_quant_config.json"]),
                "org/config-index": (tiny["ready"], ["config.json", "hf_quant_config.json", index]),
@@ -83,6 +108,13 @@ def offline(tiny: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> 
             _cache(repo, hub, cache, files)
         endpoint = hub.endpoint
     cases = [{"name": name.split("/")[1], "model": name, "argv": NEXTN_FP4} for name in layouts]
+    for name, (file, change) in {**MALFORMED, **REFUSED_BY_SGLANG}.items():
+        checkpoint = synthetic.copy_checkpoint(tiny["ready"], root / name)
+        _edit(checkpoint, file, change)
+        cases.append({"name": name, "model": str(checkpoint), "argv": NEXTN_FP4})
+    cases += [{"name": "a2a_inherited", "model": str(tiny["ready"]), "argv": NEXTN_FP4 + A2A},
+              {"name": "a2a_explicit", "model": str(tiny["ready"]),
+               "argv": NEXTN_FP4 + A2A + ["--speculative-moe-a2a-backend", "deepep"]}]
     return run_scenario(SCENARIOS, "launch", {"cases": cases}, **_hub_env(endpoint, cache, offline=True))
 
 
@@ -138,3 +170,28 @@ def test_offline_full_cache(offline: dict[str, Any]) -> None:
         assert _preflight(ready)["status"] == "ready" and not ready["warnings"]
     assert not missing["ok"] and missing["error_type"] == "DraftLayerMissingError", missing
     assert missing["children"] == 0
+
+
+@pytest.mark.parametrize("name", sorted(MALFORMED))
+def test_malformed_files_sglang_accepts_never_stop_the_launch(offline: dict[str, Any], name: str) -> None:
+    case = offline["cases"][name]
+    assert case["ok"], case
+    if PLUGIN_ACTIVE:
+        assert len(case["warnings"]) == 1 and "post-load coverage check" in case["warnings"][0], case["warnings"]
+
+
+@pytest.mark.parametrize("name", sorted(REFUSED_BY_SGLANG))
+def test_malformed_files_sglang_refuses_are_refused_by_sglang_not_the_plugin(offline: dict[str, Any],
+                                                                             name: str) -> None:
+    case = offline["cases"][name]
+    assert not case["ok"] and case["plugin_frames"] == [], case
+
+
+@plugin_only
+def test_explicit_draft_a2a_backend_is_left_alone(offline: dict[str, Any]) -> None:
+    inherited, explicit = offline["cases"]["a2a_inherited"], offline["cases"]["a2a_explicit"]
+    assert inherited["ok"] and explicit["ok"], (inherited, explicit)
+    # The rule table's triton draft cannot share DeepEP: declared "none" only when the user said nothing.
+    assert inherited["spec_runner"] == "triton" and inherited["spec_a2a"] == "none"
+    assert explicit["spec_a2a"] == "deepep"
+    assert any("--speculative-moe-a2a-backend deepep was given" in w for w in explicit["warnings"])

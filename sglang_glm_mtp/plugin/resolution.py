@@ -43,7 +43,7 @@ def speculative_step(server_args: Any, previous: Callable[[Any], None]) -> None:
     view = resolving_view(server_args)
     if view.speculative_algorithm != "EAGLE" or not view.speculative_draft_model_path:
         return
-    architecture = (getattr(model_config_of(server_args).hf_config, "architectures", None) or [""])[0]
+    architecture = _architecture(model_config_of(server_args).hf_config)
     state = state_of(server_args)
     state["architecture"] = architecture
 
@@ -66,6 +66,12 @@ def speculative_step(server_args: Any, previous: Callable[[Any], None]) -> None:
     decision = decide_runner(server_args, view, result)
     state["moe_runner"] = {"backend": decision.backend or view.speculative_moe_runner_backend,
                            "rule": decision.rule, "reason": decision.reason}
+
+
+def _architecture(hf_config: Any) -> str:
+    """config.json's first architecture; "" for anything malformed (SGLang judges its own inputs)."""
+    archs = getattr(hf_config, "architectures", None)
+    return archs[0] if isinstance(archs, (list, tuple)) and archs and isinstance(archs[0], str) else ""
 
 
 def decide_runner(server_args: Any, view: Any, result: PreflightResult | None) -> RunnerDecision:
@@ -91,8 +97,13 @@ def decide_runner(server_args: Any, view: Any, result: PreflightResult | None) -
     fields: dict[str, Any] = {}
     if decision.backend is not None:
         fields["speculative_moe_runner_backend"] = decision.backend
-    if decision.a2a_backend is not None and view.speculative_moe_a2a_backend in (None, "none", "flashinfer"):
-        fields["speculative_moe_a2a_backend"] = decision.a2a_backend
+    if decision.a2a_backend is not None:
+        if server_args.speculative_moe_a2a_backend is None:  # raw field: not the user's own flag
+            fields["speculative_moe_a2a_backend"] = decision.a2a_backend
+        elif server_args.speculative_moe_a2a_backend != decision.a2a_backend:
+            logger.warning("glm_mtp: --speculative-moe-a2a-backend %s was given and is left untouched, although "
+                           "the %s draft runner expects %s", server_args.speculative_moe_a2a_backend,
+                           decision.backend, decision.a2a_backend)
     if fields:
         declare_resolution(server_args, DECLARATION_SOURCE, **fields)
     chosen = decision.backend or view.speculative_moe_runner_backend
