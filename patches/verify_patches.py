@@ -40,7 +40,7 @@ PATCH_DIR = REPO / "patches" / f"sglang-v{SGLANG_VERSION}"
 #: An SGLANG_PLUGINS allow-list naming no installed plugin: SGLang loads none.
 NO_PLUGINS = "__no_plugins__"
 #: The project's behaviour tests that must pass without the plugin on a patched SGLang.
-BEHAVIOUR_TESTS = ("tests/test_plugin_resolution.py", "tests/test_plugin_draft.py")
+BEHAVIOUR_TESTS = ("tests/test_plugin_resolution.py", "tests/test_plugin_launch.py", "tests/test_plugin_draft.py")
 
 
 class VerifyError(RuntimeError):
