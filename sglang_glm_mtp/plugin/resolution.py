@@ -41,8 +41,12 @@ def speculative_step(server_args: Any, previous: Callable[[Any], None]) -> None:
 
         verify_strict()
     view = resolving_view(server_args)
-    if view.speculative_algorithm != "EAGLE" or not view.speculative_draft_model_path:
+    if view.speculative_algorithm != "EAGLE":
         return
+    # SGLang fills in the draft path only for some MTP architectures (e.g. not GLM-5.3-Flash); without one the
+    # draft loads from the target checkpoint (model_config.py), so that is what the preflight judges.
+    draft_path = view.speculative_draft_model_path or view.model_path
+    draft_revision = view.speculative_draft_model_revision if view.speculative_draft_model_path else view.revision
     architecture = _architecture(model_config_of(server_args).hf_config)
     state = state_of(server_args)
     state["architecture"] = architecture
@@ -51,7 +55,7 @@ def speculative_step(server_args: Any, previous: Callable[[Any], None]) -> None:
     if upstream.has_fix("preflight"):
         logger.info("glm_mtp: this SGLang already runs a draft preflight; the plugin's preflight stands down")
     else:
-        result = run_preflight(view.speculative_draft_model_path, view.speculative_draft_model_revision, architecture)
+        result = run_preflight(draft_path, draft_revision, architecture)
     if result is None and architecture and not upstream.has_fix("preflight"):
         from ..checkpoint.families import family_for
 
