@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from sglang_glm_mtp import synthetic
-from sglang_glm_mtp.checkpoint import inspect
+from sglang_glm_mtp.checkpoint import inspect_checkpoint as inspect
 from sglang_glm_mtp.checkpoint.report import PROBLEM_CODES
 from sglang_glm_mtp.cli import main
 

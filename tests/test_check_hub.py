@@ -12,7 +12,7 @@ import pytest
 
 from fake_hub import FakeHub
 from sglang_glm_mtp import synthetic
-from sglang_glm_mtp.checkpoint import inspect
+from sglang_glm_mtp.checkpoint import inspect_checkpoint as inspect
 from sglang_glm_mtp.cli import main
 
 pytestmark = pytest.mark.usefixtures("isolated_hf")

@@ -30,7 +30,7 @@ NAMES_IN_MESSAGE = 5
 DAMAGE_CODES = {"corrupt-header", "truncated-shard", "index-missing-shard"}
 
 
-def inspect(spec: str | CheckpointSource, *, endpoint: str | None = None) -> InspectionReport:
+def inspect_checkpoint(spec: str | CheckpointSource, *, endpoint: str | None = None) -> InspectionReport:
     """Inspect a local dir, a Hub id, or an already opened source."""
     source = open_checkpoint(spec, endpoint=endpoint) if isinstance(spec, str) else spec
     return _Inspection(source).run()

@@ -1,5 +1,9 @@
 """The ``sglang-glm-mtp`` command line: the only part of the package that talks to the terminal.
 
+One module per sub-command (``check``, ``graft``/``extract``, ``synth``, ``demo``, ``bench``);
+each exposes ``register(subparsers)`` and ``COMMANDS`` (name -> handler). Only the module of
+the command being run is imported, so ``check`` does not pay for graft, demo or bench.
+
 Exit codes are shared by every command: 0 success, 1 a problem found or a refusal
 (the report says which), 2 unusable input (one line on stderr, never a traceback).
 """
@@ -7,131 +11,81 @@ Exit codes are shared by every command: 0 success, 1 a problem found or a refusa
 from __future__ import annotations
 
 import argparse
-import json
+import importlib
 import logging
 import sys
-from typing import Any, Callable, Sequence
+import traceback
+from types import ModuleType
+from typing import Sequence
 
-from . import __version__
-from .checkpoint.report import InspectionReport
-from .errors import GlmMtpError
+from .. import __version__
+from ..errors import GlmMtpError
+from ._format import error_line
 
-COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
-
-
-def _command(name: str) -> Callable[[Callable[[argparse.Namespace], int]], Callable[[argparse.Namespace], int]]:
-    def wrap(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-        COMMANDS[name] = fn
-        return fn
-    return wrap
-
-
-def _out(text: str = "") -> None:
-    sys.stdout.write(text + "\n")
-
-
-def _emit_json(doc: Any) -> None:
-    sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+#: sub-command -> (module under sglang_glm_mtp.cli, one-line help for the top-level listing)
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "check": ("check", "inspect a checkpoint's draft layer: present, complete, precision"),
+    "graft": ("graft", "copy the draft layer from the original release into a checkpoint that lacks it"),
+    "extract": ("graft", "write a standalone draft checkpoint for --speculative-draft-model-path"),
+    "synth": ("synth", "write a tiny synthetic checkpoint (optionally broken) to try check and graft on"),
+    "demo": ("demo", "end to end on a tiny GLM-5.2-like pair: check, graft, SGLang resolution"),
+    "bench": ("bench", "benchmark a running SGLang server: GSM8K, concurrency sweep, accept length"),
+}
 
 
-# ----------------------------------------------------------------------------- check
+def _requested(argv: Sequence[str]) -> str | None:
+    """The sub-command named on the command line, without parsing the rest."""
+    for arg in argv:
+        if not arg.startswith("-"):
+            return arg if arg in SUBCOMMANDS else None
+    return None
 
 
-def format_report(report: InspectionReport) -> str:
-    """The human ``check`` report: what was found, every problem, and the command that fixes it."""
-    lines = [f"checkpoint:   {report.checkpoint}",
-             f"architecture: {report.architecture} (family {report.family}); target precision {report.target_precision}"]
-    if report.status == "not-applicable":
-        lines.append("draft layer:  none declared (num_nextn_predict_layers = 0): nothing to check")
-    else:
-        shards = ", ".join(report.draft_shards) if report.draft_shards else "none"
-        lines += [
-            f"draft layer:  model.layers.{report.draft_layer}"
-            + (" (standalone draft checkpoint)" if report.standalone_draft else ""),
-            f"  tensors:    {report.found_tensors} found / {report.expected_tensors} expected"
-            + (f", {len(report.missing)} missing" if report.missing else ""),
-            f"  precision:  {report.draft_precision or 'n/a'}",
-            f"  bytes:      {report.draft_bytes:,}",
-            f"  shards:     {shards}",
-        ]
-    lines.append(f"status:       {report.status.upper()}")
-    for problem in report.problems:
-        lines.append(f"  [{problem.severity}] {problem.code}: {problem.message}")
-    if report.remedy:
-        lines += ["remedy:", f"  {report.remedy}"]
-    return "\n".join(lines)
-
-
-@_command("check")
-def _check(args: argparse.Namespace) -> int:
-    from .checkpoint.inspect import inspect
-
-    report = inspect(args.model, endpoint=args.endpoint)
-    if args.json:
-        _emit_json(report.to_json())
-    else:
-        _out(format_report(report))
-    return report.exit_code
-
-
-# ----------------------------------------------------------------------------- parser
-
-
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] = ()) -> tuple[argparse.ArgumentParser, dict[str, ModuleType]]:
+    """The parser, with full sub-parsers for the requested command (all of them when none is named)."""
     parser = argparse.ArgumentParser(
         prog="sglang-glm-mtp",
         description="Check, repair and serve the MTP/NextN draft layer of quantized GLM-5.x / DeepSeek checkpoints.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what is being read (to stderr)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    check = sub.add_parser("check", help="inspect a checkpoint's draft layer: present, complete, precision",
-                           description="Reads config, index and safetensors headers only; never writes. "
-                                       "Exit 0 ready/not-applicable, 1 missing/incomplete/invalid, 2 unreadable.")
-    check.add_argument("model", help="local checkpoint directory or Hub id org/name[@revision]")
-    check.add_argument("--json", action="store_true", help="print the machine-readable report (docs/check-json.md)")
-    check.add_argument("--endpoint", default=None, help=argparse.SUPPRESS)  # Hub mirror / tests
-
-    for register in _EXTRA_PARSERS:
-        register(sub)
-    return parser
-
-
-#: Other modules add their sub-commands here (graft, extract, demo, bench).
-_EXTRA_PARSERS: list[Callable[[Any], None]] = []
+    requested = _requested(argv)
+    wanted = {SUBCOMMANDS[requested][0]} if requested else {module for module, _ in SUBCOMMANDS.values()}
+    modules: dict[str, ModuleType] = {}
+    for name, (module_name, help_text) in SUBCOMMANDS.items():
+        if module_name in wanted:
+            if module_name not in modules:
+                modules[module_name] = importlib.import_module(f"{__name__}.{module_name}")
+                modules[module_name].register(sub)
+        else:
+            sub.add_parser(name, help=help_text, add_help=False)  # listed in --help, never parsed
+    for command in sub.choices.values():  # ``-v`` also after the sub-command
+        if not any("-v" in action.option_strings for action in command._actions):
+            command.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                                 help="log what is being read (to stderr)")
+    return parser, modules
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    _load_command_modules()
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser, modules = build_parser(argv)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    handler = modules[SUBCOMMANDS[args.command][0]].COMMANDS[args.command]
     try:
-        return COMMANDS[args.command](args)
+        return handler(args)
     except GlmMtpError as exc:
-        sys.stderr.write(f"sglang-glm-mtp {args.command}: error: {exc}\n")
+        sys.stderr.write(error_line(args.command, str(exc)))
         return exc.exit_code
     except KeyboardInterrupt:
         sys.stderr.write(f"sglang-glm-mtp {args.command}: interrupted\n")
         return 130
-
-
-def _load_command_modules() -> None:
-    """Import the modules that register further sub-commands (kept out of ``check``'s import cost)."""
-    import importlib
-
-    for module in ("sglang_glm_mtp.cli_graft", "sglang_glm_mtp.cli_demo", "sglang_glm_mtp.cli_bench"):
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
-
-
-if __name__ == "__main__":
-    # Run as ``python -m sglang_glm_mtp.cli``, this file is ``__main__``, a second copy of the module:
-    # sub-command modules register into ``sglang_glm_mtp.cli``, so dispatch through that one.
-    from sglang_glm_mtp.cli import main as _package_main
-
-    sys.exit(_package_main())
+    except Exception as exc:  # last resort: a bug must still be one line, and say where to report it
+        if args.verbose:
+            traceback.print_exc()
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        sys.stderr.write(error_line(args.command, f"unexpected {type(exc).__name__}: {first} — this is a bug in "
+                                                  "sglang-glm-mtp; please report it with the command you ran "
+                                                  "(-v shows the traceback)"))
+        return 2

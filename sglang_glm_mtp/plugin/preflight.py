@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..checkpoint.families import family_for
-from ..checkpoint.inspect import inspect
+from ..checkpoint.inspection import inspect_checkpoint as inspect
 from ..checkpoint.report import InspectionReport
 from ..checkpoint.source import CheckpointSource, HubCheckpoint, LocalCheckpoint, resolve_cached_hub_snapshot
 from ..errors import CheckpointUnreadable
