@@ -236,6 +236,9 @@ class SyntheticPair:
 
 TINY_CONFIGS: dict[str, Callable[..., dict[str, Any]]] = {
     "glm5": tiny_glm52_config, "deepseek-v3": tiny_deepseek_v3_config, "glm4.5": tiny_glm45_config}
+#: The real release each tiny original stands in for; the tiny target's config.json names it in
+#: ``_name_or_path``, as a conversion made with ``from_pretrained(<id>)`` does (check's remedy reads it).
+TINY_STANDS_IN_FOR = {"glm5": "zai-org/GLM-5.2", "deepseek-v3": "deepseek-ai/DeepSeek-V3", "glm4.5": "zai-org/GLM-4.7"}
 
 
 def tiny_pair(workdir: Path, *, family: Literal["glm5", "deepseek-v3", "glm4.5"] = "glm5",
@@ -253,7 +256,7 @@ def tiny_pair(workdir: Path, *, family: Literal["glm5", "deepseek-v3", "glm4.5"]
     write_checkpoint(original, cfg, model_specs(cfg, "bf16", with_draft=True), num_shards=6)
     target.mkdir(parents=True, exist_ok=True)
     excludes = nvfp4_exclude_modules(cfg, draft_quantized=target_has_draft and draft_storage != "bf16")
-    target_cfg = write_quant_config(target, cfg, quant_format, excludes)
+    target_cfg = {"_name_or_path": TINY_STANDS_IN_FOR[family], **write_quant_config(target, cfg, quant_format, excludes)}
     write_checkpoint(target, target_cfg, model_specs(cfg, "nvfp4", with_draft=target_has_draft,
                                                      draft_storage=draft_storage), num_shards=3)
     return SyntheticPair(original, target)

@@ -62,7 +62,8 @@ def test_missing_layer_names_the_graft_command(glm_pair: synthetic.SyntheticPair
     assert report.status == "missing" and report.exit_code == 1
     assert report.target_precision == "nvfp4"
     assert len(report.missing) == 35 and report.missing[0].startswith("model.layers.4.")
-    assert report.remedy == f"sglang-glm-mtp graft --from zai-org/GLM-5.2 --into {glm_pair.target}"
+    assert report.remedy == (f"sglang-glm-mtp graft --from zai-org/GLM-5.2 --into {glm_pair.target} "
+                             "(zai-org/GLM-5.2 is the release config.json _name_or_path names)")
 
 
 def test_incomplete_lists_exactly_the_missing_expert(tmp_path: Path) -> None:

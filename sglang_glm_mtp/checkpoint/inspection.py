@@ -1,164 +1,267 @@
-"""Inspect a checkpoint's MTP/NextN draft layer: present, complete, in which precision.
+"""Inspect a checkpoint: its MTP/NextN draft layer (present, complete, in which precision) and its shards.
 
-Reads config.json, the quant config, the index and *only* the headers of the shards
-the index says hold the draft layer (plus un-indexed ``.safetensors`` files, which
-SGLang would silently drop). Never reads tensor data, never writes.
+Reads config.json, the quant config, the index and safetensors headers; never tensor
+data, never writes. The shards the draft layer lives in (and un-indexed ``.safetensors``
+files, which SGLang would silently drop) are parsed entry by entry. Every other shard of
+a local checkpoint gets the cheap integrity test (framing, entry count against the index,
+data end against the file size: ``looks_intact``) and a full parse whenever that test is
+not conclusive, so a truncated or corrupt shard anywhere makes the checkpoint ``invalid``.
+Headers are read concurrently; the index is walked once, in C where possible.
 """
 
 from __future__ import annotations
 
 import logging
-import struct
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from ..errors import CheckpointUnreadable
-from .families import Config, LayerTensor, ModelFamily, family_for, supported_architectures
+from .families import Config, ConfigError, LayerTensor, ModelFamily, family_for, supported_architectures
+from .files import CONFIG_FILE, INDEX_FILE, QUANT_FILE
 from .precision import OPTIONAL_SUFFIXES, Precision, module_precision, overall_precision, quantized_form
-from .quant_config import QuantDeclaration, read_quant_declaration
-from .report import InspectionReport, Problem, TensorLocation
-from .safetensors_format import PREFIX_BYTES, HeaderError, ShardHeader, TensorSpec, read_header
+from .quant_config import QuantConfigError, QuantDeclaration, read_quant_declaration
+from .report import DAMAGE_CODES, InspectionReport, Problem, TensorLocation
+from .safetensors_format import (PREFIX_BYTES, TAIL_BYTES, HeaderError, ShardHeader, TensorSpec, looks_intact,
+                                 parse_header_bytes, parse_length_prefix, read_header_bytes)
 from .source import CheckpointSource, open_checkpoint
 
 logger = logging.getLogger(__name__)
 
-INDEX_FILE = "model.safetensors.index.json"
-QUANT_FILE = "hf_quant_config.json"
 #: How many names a one-line problem message lists before "…".
 NAMES_IN_MESSAGE = 5
-#: Problems that mean "files are damaged", which outrank "layer missing" in the status.
-DAMAGE_CODES = {"corrupt-header", "truncated-shard", "index-missing-shard"}
+#: Concurrent header reads of a local checkpoint (I/O bound on a cold cache).
+HEADER_READERS = 8
+
+__all__ = ["inspect_checkpoint", "INDEX_FILE", "QUANT_FILE"]
 
 
-def inspect_checkpoint(spec: str | CheckpointSource, *, endpoint: str | None = None) -> InspectionReport:
-    """Inspect a local dir, a Hub id, or an already opened source."""
+def inspect_checkpoint(spec: str | CheckpointSource, *, endpoint: str | None = None,
+                       all_headers: bool = False) -> InspectionReport:
+    """Inspect a local dir, a Hub id, or an already opened source.
+
+    Raises only ``CheckpointUnreadable`` (one actionable line); every defect of the
+    checkpoint itself is a problem in the report. ``all_headers`` parses every shard's
+    header entry by entry instead of the cheap integrity test (about the cost of opening
+    every shard with safetensors).
+    """
     source = open_checkpoint(spec, endpoint=endpoint) if isinstance(spec, str) else spec
-    return _Inspection(source).run()
+    return _Inspection(source, all_headers).run()
+
+
+@dataclass
+class _Shard:
+    """What reading one shard's header found: a parsed header, an integrity verdict, or an error."""
+
+    name: str
+    header: ShardHeader | None = None  # parsed entry by entry
+    payload: int | None = None  # tensor bytes, when the shard is intact
+    error: HeaderError | None = None
+
+
+@dataclass
+class _IndexScan:
+    """Everything inspection needs from the weight map, from one pass (mostly inside C)."""
+
+    weight_map: dict[str, str]
+    shard_of_each: list[str]  # the weight map's values, for C-speed counting
+    referenced: set[str]
+    draft_names: list[str]
+    quant_suffixes: set[str]
+
+    @classmethod
+    def of(cls, weight_map: dict[str, str], prefix: str | None) -> _IndexScan:
+        names = "\n" + "\n".join(weight_map) + "\n"  # one string: every search below runs in C
+        suffixes = {s for s in (".weight_scale_2", ".weight_scale_inv") if f"{s}\n" in names}
+        draft: list[str] = []
+        if prefix:
+            needle = "\n" + prefix
+            start = names.find(needle)
+            while start >= 0:
+                end = names.index("\n", start + 1)
+                draft.append(names[start + 1:end])
+                start = names.find(needle, end)
+        values = list(weight_map.values())
+        return cls(weight_map, values, set(values), draft, suffixes)
+
+    def count_in(self, shard: str) -> int:
+        return self.shard_of_each.count(shard)
+
+    def names_in(self, shard: str) -> list[str]:
+        return [name for name, file in self.weight_map.items() if file == shard]
 
 
 @dataclass
 class _Inspection:
     source: CheckpointSource
+    all_headers: bool = False
     problems: list[Problem] = field(default_factory=list)
 
     def problem(self, code: str, message: str, severity: str = "error", file: str | None = None) -> None:
         self.problems.append(Problem(code, message, severity, file))  # type: ignore[arg-type]
 
+    def unreadable(self, file: str, message: str, todo: str) -> CheckpointUnreadable:
+        return CheckpointUnreadable(f"{self.source.display}/{file}: {message}; {todo}")
+
     # ------------------------------------------------------------------ top level
 
     def run(self) -> InspectionReport:
         files = self.source.list_files()
-        raw_config = self.source.read_json("config.json")
+        raw_config = self.source.read_json(CONFIG_FILE)
         if raw_config is None:
             raise CheckpointUnreadable(f"{self.source.display} has no config.json; is this a model checkpoint?")
         if not isinstance(raw_config, dict):
-            raise CheckpointUnreadable(f"{self.source.display}/config.json is not a JSON object")
-        cfg = Config(raw_config)
-        family = family_for(cfg.architecture)
-        if family is None:
-            raise CheckpointUnreadable(
-                f"{self.source.display}: architecture {cfg.architecture or '(none)'} is not supported "
-                f"(supported: {', '.join(supported_architectures())})")
+            raise self.unreadable(CONFIG_FILE, f"is a JSON {type(raw_config).__name__}, not an object",
+                                  "restore it from the original release")
+        archs = raw_config.get("architectures")
+        if not (isinstance(archs, list) and archs and all(isinstance(a, str) for a in archs)):
+            raise self.unreadable(CONFIG_FILE, f"'architectures' must be a list of class names such as "
+                                               f"[\"GlmMoeDsaForCausalLM\"], got {_short(archs)}",
+                                  "restore config.json from the original release")
         try:
+            cfg = Config(raw_config)
+            family = family_for(cfg.architecture)
+            if family is None:
+                raise CheckpointUnreadable(
+                    f"{self.source.display}: architecture {cfg.architecture} is not supported "
+                    f"(supported: {', '.join(supported_architectures())})")
             return self._run(files, cfg, family)
-        except (ValueError, KeyError, TypeError) as exc:  # a config.json missing/mistyping a needed field
-            raise CheckpointUnreadable(f"{self.source.display}/config.json: {exc}") from None
+        except ConfigError as exc:
+            raise self.unreadable(CONFIG_FILE, str(exc).removeprefix("config.json "),
+                                  "restore config.json from the original release") from None
+        except QuantConfigError as exc:
+            file = QUANT_FILE if str(exc).startswith(QUANT_FILE) else CONFIG_FILE
+            raise self.unreadable(file, str(exc).removeprefix(f"{file} "),
+                                  "fix the entry or restore the file from the release") from None
 
     def _run(self, files: dict[str, int], cfg: Config, family: ModelFamily) -> InspectionReport:
         report = InspectionReport(checkpoint=self.source.display, status="ready", architecture=cfg.architecture,
                                   family=family.name, draft_layer=None, config=cfg.raw)
-        hf_quant = self.source.read_json(QUANT_FILE)
-        decl = read_quant_declaration(cfg.raw, hf_quant if isinstance(hf_quant, dict) else None)
-        index = self._read_index(files)
-        weight_map: dict[str, str] | None = index.get("weight_map") if index is not None else None
+        hf_quant = self.source.read_json(QUANT_FILE) if QUANT_FILE in files else None
+        decl = read_quant_declaration(cfg.raw, hf_quant)
+        index = self._read_index()
+        applicable = cfg.int("num_nextn_predict_layers", 0) >= 1
+        layer = family.draft_layer(cfg) if applicable else None
+        prefix = f"model.layers.{layer}." if layer is not None else None
+        scan = _IndexScan.of(index["weight_map"], prefix) if index is not None else None
 
-        report.target_precision = self._target_precision(decl, weight_map)
+        report.target_precision = _target_precision(decl, scan)
         report.quant_config = {"source": decl.source, "quant_algo": decl.quant_algo,
                                "exclude_key": decl.exclude_key}
-        if cfg.int("num_nextn_predict_layers", 0) < 1:
+        if layer is None or prefix is None:
             report.status = "not-applicable"
             return report
 
-        layer = family.draft_layer(cfg)
         report.draft_layer = layer
         report.standalone_draft = family.is_standalone_draft(cfg)
-        prefix = f"model.layers.{layer}."
         report.quant_config["draft_excluded"] = decl.is_excluded(f"model.layers.{layer}") if decl.quantizes else None
 
-        located = self._locate_draft(files, weight_map, prefix, family, index)
+        located = self._locate_draft(files, scan, prefix, family, index)
         report.locations = located
         report.draft_shards = sorted({loc.shard for loc in located.values()})
         report.draft_bytes = sum(loc.entry.nbytes for loc in located.values())
-        if index is not None and weight_map is not None:
-            self._check_total_size(files, index, weight_map)
 
         found = {name[len(prefix):]: loc.entry for name, loc in located.items()}
-        expected = self._expected(family, cfg, report.standalone_draft)
-        self._compare(report, prefix, expected, found)
-        self._check_quant(report, decl, prefix, expected, found)
+        self._compare(report, prefix, _expected(family, cfg, report.standalone_draft), found)
+        self._check_quant(report, decl, prefix, _expected(family, cfg, report.standalone_draft), found)
 
         report.problems = self.problems
         report.status = _status(self.problems)
-        report.remedy = _remedy(report, family, self.source)
+        report.remedy = _remedy(report, family, self.source, cfg.raw, hf_quant)
         return report
 
     # ------------------------------------------------------------------ index and shards
 
-    def _read_index(self, files: dict[str, int]) -> dict[str, Any] | None:
+    def _read_index(self) -> dict[str, Any] | None:
         index = self.source.read_json(INDEX_FILE)
         if index is None:
             return None
+        todo = "restore it from the release, or delete it to let SGLang load every .safetensors file"
         if not isinstance(index, dict) or not isinstance(index.get("weight_map"), dict):
-            raise CheckpointUnreadable(f"{self.source.display}/{INDEX_FILE} has no weight_map object")
-        if not all(isinstance(v, str) for v in index["weight_map"].values()):
-            raise CheckpointUnreadable(f"{self.source.display}/{INDEX_FILE}: weight_map values must be file names")
+            raise self.unreadable(INDEX_FILE, "has no weight_map object", todo)
+        if not set(map(type, index["weight_map"].values())) <= {str}:
+            raise self.unreadable(INDEX_FILE, "weight_map values must be shard file names", todo)
         return index
 
-    def _header(self, name: str, size: int) -> ShardHeader | None:
-        try:
-            with self.source.open(name) as stream:
-                return read_header(stream, size)
-        except HeaderError as exc:
-            self.problem(exc.code, f"{name}: {exc}", file=name)
-        except OSError as exc:
-            self.problem("corrupt-header", f"{name}: cannot read ({exc})", file=name)
-        return None
+    def _read_shards(self, files: dict[str, int], full: set[str], quick: set[str],
+                     scan: _IndexScan | None) -> dict[str, _Shard]:
+        """Read the headers of ``full`` (parsed entry by entry) and ``quick`` (integrity test) shards."""
+        def read(name: str) -> _Shard:
+            shard = _Shard(name)
+            size = files[name]
+            try:
+                with self.source.open(name) as stream:
+                    if name not in full:
+                        header_len = parse_length_prefix(stream.read(PREFIX_BYTES), size)
+                        head = stream.read(2)
+                        stream.seek(PREFIX_BYTES + max(0, header_len - TAIL_BYTES))
+                        if looks_intact(head, stream.read(TAIL_BYTES), header_len, size):
+                            shard.payload = size - PREFIX_BYTES - header_len
+                            return shard
+                        stream.seek(0)
+                    header_len, raw = read_header_bytes(stream, size)
+                shard.header = parse_header_bytes(header_len, raw, size)
+                shard.payload = shard.header.payload_bytes
+            except HeaderError as exc:
+                shard.error = exc
+            except OSError as exc:
+                shard.error = HeaderError("corrupt-header", f"cannot read ({exc.strerror or exc})")
+            return shard
 
-    def _locate_draft(self, files: dict[str, int], weight_map: dict[str, str] | None, prefix: str,
+        names = sorted(full | quick)
+        if self.source.is_remote or len(names) < 2:  # HfFileSystem reads stay sequential
+            shards = [read(name) for name in names]
+        else:
+            with ThreadPoolExecutor(max_workers=min(HEADER_READERS, len(names))) as pool:
+                shards = list(pool.map(read, names))
+        for shard in shards:
+            if shard.error is not None:
+                self.problem(shard.error.code, f"{shard.name}: {shard.error}", file=shard.name)
+        return {shard.name: shard for shard in shards}
+
+    def _locate_draft(self, files: dict[str, int], scan: _IndexScan | None, prefix: str,
                       family: ModelFamily, index: dict[str, Any] | None) -> dict[str, TensorLocation]:
-        """Find every draft tensor SGLang would load, and every way the index misleads it."""
+        """Find every draft tensor SGLang would load, and every way the index or a shard misleads it."""
         on_disk = {name for name in files if name.endswith(".safetensors")}
         located: dict[str, TensorLocation] = {}
-        if weight_map is None:
-            loaded_shards = sorted(on_disk)  # no index: SGLang loads every .safetensors file
+        if scan is None:
+            loaded = sorted(on_disk)  # no index: SGLang loads every .safetensors file
             unindexed: list[str] = []
+            others: set[str] = set()
         else:
-            referenced = set(weight_map.values())
+            referenced = scan.referenced
             missing_files = sorted(referenced - on_disk)
             if missing_files:
                 self.problem("index-missing-shard",
                              f"{INDEX_FILE} names {len(missing_files)} shard file(s) that do not exist: "
                              f"{_names(missing_files)} (SGLang refuses to load this checkpoint)",
                              file=INDEX_FILE)
-            draft_shards = {shard for name, shard in weight_map.items() if name.startswith(prefix)}
-            loaded_shards = sorted(draft_shards & on_disk)
+            loaded = sorted({scan.weight_map[name] for name in scan.draft_names} & on_disk)
             unindexed = sorted(on_disk - referenced)
+            # every other shard of a local checkpoint gets the integrity test (a Hub file is what was uploaded)
+            others = set() if self.source.is_remote else (referenced & on_disk) - set(loaded)
+        full = set(loaded) | set(unindexed) | (others if self.all_headers else set())
+        shards = self._read_shards(files, full, others - full, scan)
 
-        for shard in loaded_shards:
-            header = self._header(shard, files[shard])
+        for name in loaded:
+            header = shards[name].header
             if header is None:
                 continue
-            if weight_map is not None:
-                self._cross_check_index(shard, header, weight_map)
-            for name, entry in header.tensors.items():
-                if name.startswith(prefix):
-                    located[name] = TensorLocation(shard, entry, header.data_start)
+            if scan is not None:
+                self._cross_check_index(name, header, scan)
+            for tensor, entry in header.tensors.items():
+                if tensor.startswith(prefix):
+                    located[tensor] = TensorLocation(name, entry, header.data_start)
+        for name in sorted(others & full):  # --all-headers: names checked against the index too
+            header = shards[name].header
+            if header is not None and scan is not None:
+                self._cross_check_index(name, header, scan)
 
         for shard in unindexed:
-            header = self._header(shard, files[shard])
-            draft_names = [n for n in header.tensors if n.startswith(prefix)] if header else []
+            header = shards[shard].header
             if header is None:
                 continue
+            draft_names = [n for n in header.tensors if n.startswith(prefix)]
             if family.loads_unindexed_mtp_file and shard == "mtp.safetensors" and draft_names:
                 for name in draft_names:
                     located.setdefault(name, TensorLocation(shard, header.tensors[name], header.data_start))
@@ -174,12 +277,16 @@ class _Inspection:
             else:
                 self.problem("unindexed-shard",
                              f"{shard} is not named in {INDEX_FILE}; SGLang will not load it", "warning", shard)
+
+        if scan is not None and index is not None and not self.source.is_remote:
+            self._check_total_size(index, scan, shards, on_disk)
         return located
 
-    def _cross_check_index(self, shard: str, header: ShardHeader, weight_map: dict[str, str]) -> None:
-        claimed = [name for name, file in weight_map.items() if file == shard]
-        absent = sorted(name for name in claimed if name not in header.tensors)
-        if absent:
+    def _cross_check_index(self, shard: str, header: ShardHeader, scan: _IndexScan) -> None:
+        weight_map = scan.weight_map
+        here = sum(1 for name in header.tensors if weight_map.get(name) == shard)
+        if here != scan.count_in(shard):  # the index places more tensors here than the header holds
+            absent = sorted(name for name in scan.names_in(shard) if name not in header.tensors)
             self.problem("index-tensor-not-in-shard",
                          f"{INDEX_FILE} places {len(absent)} tensor(s) in {shard} that its header does not "
                          f"contain: {_names(absent)}", file=shard)
@@ -189,39 +296,38 @@ class _Inspection:
                          f"{shard} contains {len(extra)} tensor(s) missing from {INDEX_FILE}: {_names(extra)} "
                          "(SGLang still loads them, other tools may not)", "warning", shard)
 
-    def _check_total_size(self, files: dict[str, int], index: dict[str, Any], weight_map: dict[str, str]) -> None:
-        """total_size must equal the tensor payload bytes (HF's convention); needs 8 bytes per shard."""
-        declared = (index.get("metadata") or {}).get("total_size")
-        if declared is None or self.source.is_remote:
-            return  # a remote check would cost one request per shard; headers of draft shards suffice
-        actual = 0
-        for shard in sorted(set(weight_map.values())):
-            if shard not in files:
-                return  # already reported as index-missing-shard
-            try:
-                with self.source.open(shard) as stream:
-                    prefix = stream.read(PREFIX_BYTES)
-            except OSError:
-                return
-            if len(prefix) < PREFIX_BYTES:
-                return  # reported as truncated when it holds the draft; not this check's business
-            (header_len,) = struct.unpack("<Q", prefix)
-            actual += files[shard] - PREFIX_BYTES - header_len
-        if not isinstance(declared, int) or declared != actual:
+    def _check_total_size(self, index: dict[str, Any], scan: _IndexScan, shards: dict[str, _Shard],
+                          on_disk: set[str]) -> None:
+        """metadata.total_size should equal the tensor payload bytes (HF's convention)."""
+        metadata = index.get("metadata")
+        if metadata is None:
+            return
+        if not isinstance(metadata, dict):
             self.problem("total-size-mismatch",
-                         f"{INDEX_FILE} metadata.total_size is {declared!r} but the shards hold {actual:,} "
-                         "bytes of tensor data", "warning", INDEX_FILE)
+                         f"{INDEX_FILE} metadata is a JSON {type(metadata).__name__}, not an object; SGLang "
+                         "ignores it, other tools may not (rewrite it as {\"total_size\": <bytes>})",
+                         "warning", INDEX_FILE)
+            return
+        declared = metadata.get("total_size")
+        referenced = scan.referenced
+        if declared is None or not referenced <= on_disk:
+            return  # a missing shard is already an error of its own
+        payloads = [shards[name].payload for name in referenced if name in shards]
+        if len(payloads) != len(referenced) or None in payloads:
+            return  # a damaged shard is already reported by name; its size proves nothing more
+        actual = sum(p for p in payloads if p is not None)
+        if isinstance(declared, bool) or not isinstance(declared, int) or declared != actual:
+            self.problem("total-size-mismatch",
+                         f"{INDEX_FILE} metadata.total_size is {_short(declared)} but the shards, all intact, "
+                         f"hold {actual:,} bytes of tensor data: the index was not updated when shards were "
+                         "added or replaced. SGLang ignores total_size; to silence this, set it to "
+                         f"{actual}", "warning", INDEX_FILE)
 
     # ------------------------------------------------------------------ completeness
 
-    def _expected(self, family: ModelFamily, cfg: Config, standalone: bool) -> list[LayerTensor]:
-        tensors = family.draft_tensors(cfg)
-        if standalone:  # extracted drafts drop embed/head, as SGLang's export script does
-            tensors = [t for t in tensors if t.name not in ("embed_tokens.weight", "shared_head.head.weight")]
-        return tensors
-
-    def _compare(self, report: InspectionReport, prefix: str, expected: list[LayerTensor],
+    def _compare(self, report: InspectionReport, prefix: str, expected: Iterable[LayerTensor],
                  found: dict[str, Any]) -> None:
+        expected = list(expected)
         dtypes = {name: entry.dtype for name, entry in found.items()}
         per_module: dict[str, Precision] = {}
         for tensor in expected:
@@ -286,22 +392,8 @@ class _Inspection:
 
     # ------------------------------------------------------------------ quantization
 
-    def _target_precision(self, decl: QuantDeclaration, weight_map: dict[str, str] | None) -> Precision:
-        kinds: set[Precision] = set()
-        if weight_map is not None:
-            for name in weight_map:
-                if name.endswith(".weight_scale_2"):
-                    kinds.add("nvfp4")
-                elif name.endswith(".weight_scale_inv"):
-                    kinds.add("fp8")
-        if not kinds and decl.quantizes:
-            kinds.add(decl.precision)
-        if len(kinds) > 1:
-            return "mixed"
-        return kinds.pop() if kinds else "bf16"
-
     def _check_quant(self, report: InspectionReport, decl: QuantDeclaration, prefix: str,
-                     expected: list[LayerTensor], found: dict[str, Any]) -> None:
+                     expected: Iterable[LayerTensor], found: dict[str, Any]) -> None:
         precision = report.draft_precision
         if precision is None:
             return
@@ -341,6 +433,23 @@ class _Inspection:
                          f"({_names([prefix + m for m in wrong_quant])})", severity, decl.source)
 
 
+def _expected(family: ModelFamily, cfg: Config, standalone: bool) -> Iterable[LayerTensor]:
+    """The draft tensors config.json implies; a generator, built only when the verdict needs it."""
+    skip = ("embed_tokens.weight", "shared_head.head.weight") if standalone else ()  # as SGLang's export drops
+    return (t for t in family.draft_tensors(cfg) if t.name not in skip)
+
+
+def _target_precision(decl: QuantDeclaration, scan: _IndexScan | None) -> Precision:
+    kinds: set[Precision] = set()
+    if scan is not None:
+        kinds |= {"nvfp4" if s == ".weight_scale_2" else "fp8" for s in scan.quant_suffixes}
+    if not kinds and decl.quantizes:
+        kinds.add(decl.precision)
+    if len(kinds) > 1:
+        return "mixed"
+    return kinds.pop() if kinds else "bf16"
+
+
 def _quantized_group(tensor: LayerTensor, per_module: dict[str, Precision]) -> bool:
     """Is ``tensor`` an expert linear in a layer whose experts are stored quantized?"""
     return ".experts." in tensor.name and any(".experts." in m and p != "bf16" for m, p in per_module.items())
@@ -357,31 +466,45 @@ def _status(problems: list[Problem]) -> str:
     return "invalid" if codes else "ready"
 
 
-def _remedy(report: InspectionReport, family: ModelFamily, source: CheckpointSource) -> str | None:
-    if report.status in ("missing", "incomplete"):
-        into = source.display
-        graft = f"sglang-glm-mtp graft --from {family.source_hint} --into {into}"
-        if report.status == "incomplete":
-            graft += " --force"
-        if source.is_remote:
-            return (f"hf download {source.display} --local-dir ./{source.display.split('/')[-1]} && "
-                    + graft.replace(f"--into {into}", f"--into ./{source.display.split('/')[-1]}"))
-        return graft
+def _remedy(report: InspectionReport, family: ModelFamily, source: CheckpointSource, config: dict[str, Any],
+            quant: Any) -> str | None:
+    if report.status == "ready" or report.status == "not-applicable":
+        return None
+    codes = {p.code for p in report.errors()}
+    if report.status == "invalid" and codes & DAMAGE_CODES:
+        return "re-download the damaged or missing shard(s) named above, then run sglang-glm-mtp check again"
+    from .provenance import base_model  # only a failed check pays for the model-card parser
+
+    named = base_model(source, config, quant)
+    into = source.display
+    local = f"./{source.display.split('/')[-1]}" if source.is_remote else into
+    force = "" if report.status == "missing" else " --force"
+    if named is not None:
+        graft = f"sglang-glm-mtp graft --from {named.repo_id} --into {local}{force}"
+        why = f" ({named.repo_id} is the release {named.where} names)"
+    else:
+        graft = f"sglang-glm-mtp graft --from <BF16 release> --into {local}{force}"
+        known = f"; {family.name} releases: {', '.join(family.releases)}" if family.releases else ""
+        why = (f" with <BF16 release> the exact unquantized release this checkpoint was quantized from (its files do "
+               f"not say which{known}); a draft layer from another release loads and drafts the wrong tokens")
+    if source.is_remote:
+        graft = f"hf download {source.display} --local-dir {local} && {graft}"
+    if report.status == "invalid" and "unindexed-shard" in codes:
+        return f"add the shard to {INDEX_FILE}, or re-graft the layer: {graft}{why}"
     if report.status == "invalid":
-        codes = {p.code for p in report.errors()}
-        if codes & {"corrupt-header", "truncated-shard", "index-missing-shard"}:
-            return "re-download the damaged or missing shard(s) named above, then run sglang-glm-mtp check again"
-        if "unindexed-shard" in codes:
-            return (f"add the shard to {INDEX_FILE}, or re-graft the layer: "
-                    f"sglang-glm-mtp graft --from {family.source_hint} --into {source.display} --force")
-        return f"re-graft the draft layer: sglang-glm-mtp graft --from {family.source_hint} --into {source.display} --force"
-    return None
+        return f"re-graft the draft layer: {graft}{why}"
+    return graft + why
 
 
 def _names(names: Iterable[str]) -> str:
     names = list(names)
     shown = ", ".join(names[:NAMES_IN_MESSAGE])
     return shown + (f", … (+{len(names) - NAMES_IN_MESSAGE} more)" if len(names) > NAMES_IN_MESSAGE else "")
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _natural(name: str) -> tuple[Any, ...]:

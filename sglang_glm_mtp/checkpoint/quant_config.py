@@ -55,25 +55,83 @@ class QuantDeclaration:
         return is_layer_excluded(prefix, self.exclude)
 
 
-def read_quant_declaration(config: Mapping[str, Any], hf_quant_config: Mapping[str, Any] | None) -> QuantDeclaration:
-    """Apply SGLang's precedence: config.json's quantization_config wins."""
+class QuantConfigError(ValueError):
+    """A quantization declaration SGLang could not use either; the message names file, key and entry."""
+
+
+def read_quant_declaration(config: Mapping[str, Any], hf_quant_config: Any) -> QuantDeclaration:
+    """Apply SGLang's precedence: config.json's quantization_config wins.
+
+    Raises ``QuantConfigError`` for a declaration of the wrong shape (an exclude entry that
+    is not a string, a pattern that SGLang's regex compiler rejects, a non-string method).
+    """
     flat = config.get("quantization_config")
-    if isinstance(flat, Mapping) and flat:
-        method = flat.get("quant_method")
-        algo = flat.get("quant_algo")
+    if flat is not None and not isinstance(flat, Mapping):
+        raise QuantConfigError(f"config.json quantization_config must be an object, got {_short(flat)}")
+    if flat:
+        method = _optional_str(flat, "quant_method", "config.json quantization_config")
+        algo = _optional_str(flat, "quant_algo", "config.json quantization_config")
         if algo is None and method == "fp8":
             algo = "FP8"
         for key in ("ignore", "modules_to_not_convert", "exclude_modules"):
             if key in flat:
-                return QuantDeclaration("config.json", method, algo, tuple(flat.get(key) or ()), key, flat)
+                patterns = _patterns(flat.get(key), f"config.json quantization_config.{key}")
+                return QuantDeclaration("config.json", method, algo, patterns, key, flat)
         return QuantDeclaration("config.json", method, algo, (), "ignore" if method in (None, "modelopt") else
                                 "modules_to_not_convert", flat)
-    if isinstance(hf_quant_config, Mapping):
+    if hf_quant_config is not None:
+        if not isinstance(hf_quant_config, Mapping):
+            raise QuantConfigError(f"hf_quant_config.json must be a JSON object, got {_short(hf_quant_config)}")
         nested = hf_quant_config.get("quantization")
+        if nested is not None and not isinstance(nested, Mapping):
+            raise QuantConfigError(f"hf_quant_config.json 'quantization' must be an object, got {_short(nested)}")
         if isinstance(nested, Mapping):
-            return QuantDeclaration("hf_quant_config.json", "modelopt", nested.get("quant_algo"),
-                                    tuple(nested.get("exclude_modules") or ()), "exclude_modules", hf_quant_config)
+            where = "hf_quant_config.json quantization"
+            return QuantDeclaration("hf_quant_config.json", "modelopt", _optional_str(nested, "quant_algo", where),
+                                    _patterns(nested.get("exclude_modules"), f"{where}.exclude_modules"),
+                                    "exclude_modules", hf_quant_config)
     return QuantDeclaration("none", None, None)
+
+
+def _optional_str(doc: Mapping[str, Any], key: str, where: str) -> str | None:
+    value = doc.get(key)
+    if value is not None and not isinstance(value, str):
+        raise QuantConfigError(f"{where}.{key} must be a string, got {_short(value)}")
+    return value
+
+
+def _patterns(value: Any, where: str) -> tuple[str, ...]:
+    """An exclude list: a list of glob strings that SGLang can compile (it turns each into a regex)."""
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise QuantConfigError(f"{where} must be a list of module patterns, got {_short(value)}")
+    for position, entry in enumerate(value):
+        if not isinstance(entry, str):
+            raise QuantConfigError(f"{where}[{position}] is {_short(entry)}, not a module pattern; "
+                                   "remove it or write the pattern as a string")
+    patterns = tuple(value)
+    try:
+        _matcher(patterns)
+    except re.error:
+        for position, entry in enumerate(patterns):
+            try:
+                re.compile(_glob_regex(entry))
+            except re.error as exc:
+                raise QuantConfigError(f"{where}[{position}] {entry!r} is not a valid pattern (SGLang compiles "
+                                       f"it as a regex: {exc}); fix or remove it") from None
+        raise
+    return patterns
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _glob_regex(glob: str) -> str:
+    """SGLang's ``_compile_exclusion_pattern``: ``.`` is literal, ``*`` is any run."""
+    return glob.replace(".", "\\.").replace("*", ".*")
 
 
 @lru_cache(maxsize=64)
@@ -81,7 +139,7 @@ def _matcher(patterns: tuple[str, ...]) -> tuple[re.Pattern[str] | None, frozens
     """All globs as one alternation (exclude lists run to hundreds of entries), plus fused tails."""
     if not patterns:
         return None, frozenset()
-    alternation = "|".join(f"(?:{glob.replace('.', chr(92) + '.').replace('*', '.*')})" for glob in patterns)
+    alternation = "|".join(f"(?:{_glob_regex(glob)})" for glob in patterns)
     tails = frozenset(t for t in (g.rsplit(".", 1)[-1] for g in patterns) if t in _FUSED_TAILS)
     return re.compile(alternation), tails
 

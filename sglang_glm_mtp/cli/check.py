@@ -40,7 +40,7 @@ def format_report(report: InspectionReport) -> str:
 def _check(args: argparse.Namespace) -> int:
     from ..checkpoint.inspection import inspect_checkpoint
 
-    report = inspect_checkpoint(args.model, endpoint=args.endpoint)
+    report = inspect_checkpoint(args.model, endpoint=args.endpoint, all_headers=args.all_headers)
     # Lineage (``--source``) plugs in here: compare TARGET with SOURCE and merge its verdict.
     if args.json:
         emit_json(report.to_json())
@@ -55,6 +55,9 @@ def register(sub: Any) -> None:
                                        "Exit 0 ready/not-applicable, 1 missing/incomplete/invalid, 2 unreadable.")
     check.add_argument("model", help="local checkpoint directory or Hub id org/name[@revision]")
     check.add_argument("--json", action="store_true", help="print the machine-readable report (docs/check-json.md)")
+    check.add_argument("--all-headers", action="store_true",
+                       help="parse every shard's header entry by entry (default: the shards of the draft layer; "
+                            "every other local shard gets a size-and-framing integrity test)")
     check.add_argument("--endpoint", default=None, help=argparse.SUPPRESS)  # Hub mirror / tests
 
 
