@@ -3,8 +3,9 @@
 Two kinds:
 
 * tiny pairs (``tiny_pair``): a BF16 "original" that has the MTP layer and an NVFP4
-  "target" without it, at the fixture dimensions of docs/synthetic.md; plus one variant
-  per ``check`` problem code (``make_variant``);
+  "target" without it, at the dimensions of ``tiny_glm52_config`` (and its DeepSeek-V3 and
+  GLM-4.5 siblings); plus one variant per ``check`` problem code (``make_variant``), which
+  ``sglang-glm-mtp synth DIR --defect CODE`` writes for users;
 * layout-only full-scale checkpoints (``full_scale_glm52``): GLM-5.2's real config, real
   headers (232,296 tensors, total_size 439,842,893,136 for the NVFP4 target) and sparse
   data regions, so scale is testable on a laptop.
