@@ -64,13 +64,20 @@ class _IndexScan:
     """Everything inspection needs from the weight map, from one pass (mostly inside C)."""
 
     weight_map: dict[str, str]
-    shard_of_each: list[str]  # the weight map's values, for C-speed counting
     referenced: set[str]
     draft_names: list[str]
     quant_suffixes: set[str]
+    _values: list[str] | None = None
 
     @classmethod
-    def of(cls, weight_map: dict[str, str], prefix: str | None) -> _IndexScan:
+    def of(cls, weight_map: dict[str, Any], prefix: str | None) -> _IndexScan | None:
+        """None when a value is not a file name (the caller reports the index as unreadable)."""
+        try:
+            referenced = set(weight_map.values())
+        except TypeError:  # a list or object among the values
+            return None
+        if not all(isinstance(value, str) for value in referenced):
+            return None
         names = "\n" + "\n".join(weight_map) + "\n"  # one string: every search below runs in C
         suffixes = {s for s in (".weight_scale_2", ".weight_scale_inv") if f"{s}\n" in names}
         draft: list[str] = []
@@ -81,11 +88,12 @@ class _IndexScan:
                 end = names.index("\n", start + 1)
                 draft.append(names[start + 1:end])
                 start = names.find(needle, end)
-        values = list(weight_map.values())
-        return cls(weight_map, values, set(values), draft, suffixes)
+        return cls(weight_map, referenced, draft, suffixes)
 
     def count_in(self, shard: str) -> int:
-        return self.shard_of_each.count(shard)
+        if self._values is None:
+            self._values = list(self.weight_map.values())
+        return self._values.count(shard)
 
     def names_in(self, shard: str) -> list[str]:
         return [name for name, file in self.weight_map.items() if file == shard]
@@ -144,6 +152,10 @@ class _Inspection:
         layer = family.draft_layer(cfg) if applicable else None
         prefix = f"model.layers.{layer}." if layer is not None else None
         scan = _IndexScan.of(index["weight_map"], prefix) if index is not None else None
+        if index is not None and scan is None:
+            raise self.unreadable(INDEX_FILE, "weight_map values must be shard file names",
+                                  "restore it from the release, or delete it to let SGLang load every "
+                                  ".safetensors file")
 
         report.target_precision = _target_precision(decl, scan)
         report.quant_config = {"source": decl.source, "quant_algo": decl.quant_algo,
@@ -179,8 +191,6 @@ class _Inspection:
         todo = "restore it from the release, or delete it to let SGLang load every .safetensors file"
         if not isinstance(index, dict) or not isinstance(index.get("weight_map"), dict):
             raise self.unreadable(INDEX_FILE, "has no weight_map object", todo)
-        if not set(map(type, index["weight_map"].values())) <= {str}:
-            raise self.unreadable(INDEX_FILE, "weight_map values must be shard file names", todo)
         return index
 
     def _read_shards(self, files: dict[str, int], full: set[str], quick: set[str],
