@@ -33,7 +33,7 @@ NAMES_IN_MESSAGE = 5
 #: Concurrent header reads of a local checkpoint (I/O bound on a cold cache).
 HEADER_READERS = 8
 
-__all__ = ["inspect_checkpoint", "INDEX_FILE", "QUANT_FILE"]
+__all__ = ["inspect_checkpoint"]
 
 
 def inspect_checkpoint(spec: str | CheckpointSource, *, endpoint: str | None = None,

@@ -24,7 +24,10 @@ def loads(data: bytes | str) -> Any:
             return _orjson.loads(data)
         except _orjson.JSONDecodeError:
             pass  # judged by the stdlib below, which names the position
-    return json.loads(data)
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
 
 
 def backend() -> str:

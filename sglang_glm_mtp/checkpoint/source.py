@@ -60,10 +60,16 @@ class LocalCheckpoint:
 
     def list_files(self) -> dict[str, int]:
         files: dict[str, int] = {}
-        with os.scandir(self.root) as entries:
-            for entry in entries:
-                if entry.is_file():  # follows symlinks, as SGLang's glob does
-                    files[entry.name] = entry.stat().st_size
+        try:
+            with os.scandir(self.root) as entries:
+                for entry in entries:
+                    try:
+                        if entry.is_file():  # follows symlinks, as SGLang's glob does
+                            files[entry.name] = entry.stat().st_size
+                    except OSError as exc:  # e.g. a dangling symlink into a deleted cache blob
+                        logger.warning("%s/%s is unreadable and left out: %s", self.root, entry.name, exc)
+        except OSError as exc:
+            raise CheckpointUnreadable(f"cannot list {self.root} ({exc.strerror or exc}); check its permissions")
         return files
 
     def read_json(self, name: str) -> Any | None:
