@@ -91,6 +91,13 @@ def test_damaged_non_draft_shard_is_invalid_and_named(target: Path, damage: str,
     assert exit_code == 1 and f"[error] {code}: {shard}:" in out, out
 
 
+def test_integrity_off_reads_only_the_draft_shards(target: Path) -> None:
+    """The opt-out a latency-bound caller (the preflight) may use: the draft verdict alone."""
+    os.truncate(target / _non_draft_shard(target), 100)
+    assert inspect_checkpoint(str(target), integrity=False).status == "ready"
+    assert inspect_checkpoint(str(target)).status == "invalid"
+
+
 def test_damage_inside_a_non_draft_header_needs_all_headers(target: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The default test proves size and framing; --all-headers validates every entry (docs/check.md)."""
     shard = _non_draft_shard(target)

@@ -37,16 +37,17 @@ __all__ = ["inspect_checkpoint"]
 
 
 def inspect_checkpoint(spec: str | CheckpointSource, *, endpoint: str | None = None,
-                       all_headers: bool = False) -> InspectionReport:
+                       all_headers: bool = False, integrity: bool = True) -> InspectionReport:
     """Inspect a local dir, a Hub id, or an already opened source.
 
     Raises only ``CheckpointUnreadable`` (one actionable line); every defect of the
     checkpoint itself is a problem in the report. ``all_headers`` parses every shard's
     header entry by entry instead of the cheap integrity test (about the cost of opening
-    every shard with safetensors).
+    every shard with safetensors); ``integrity=False`` reads only the draft shards' headers
+    (for a caller that judges the draft layer alone, e.g. a latency-bound preflight).
     """
     source = open_checkpoint(spec, endpoint=endpoint) if isinstance(spec, str) else spec
-    return _Inspection(source, all_headers).run()
+    return _Inspection(source, all_headers, integrity).run()
 
 
 @dataclass
@@ -103,6 +104,7 @@ class _IndexScan:
 class _Inspection:
     source: CheckpointSource
     all_headers: bool = False
+    integrity: bool = True
     problems: list[Problem] = field(default_factory=list)
 
     def problem(self, code: str, message: str, severity: str = "error", file: str | None = None) -> None:
@@ -249,7 +251,7 @@ class _Inspection:
             loaded = sorted({scan.weight_map[name] for name in scan.draft_names} & on_disk)
             unindexed = sorted(on_disk - referenced)
             # every other shard of a local checkpoint gets the integrity test (a Hub file is what was uploaded)
-            others = set() if self.source.is_remote else (referenced & on_disk) - set(loaded)
+            others = (referenced & on_disk) - set(loaded) if self.integrity and not self.source.is_remote else set()
         full = set(loaded) | set(unindexed) | (others if self.all_headers else set())
         shards = self._read_shards(files, full, others - full, scan)
 
