@@ -176,8 +176,9 @@ class _Inspection:
         report.draft_bytes = sum(loc.entry.nbytes for loc in located.values())
 
         found = {name[len(prefix):]: loc.entry for name, loc in located.items()}
-        self._compare(report, prefix, _expected(family, cfg, report.standalone_draft), found)
-        self._check_quant(report, decl, prefix, _expected(family, cfg, report.standalone_draft), found)
+        expected = list(_expected(family, cfg, report.standalone_draft))  # built once, only now
+        self._compare(report, prefix, expected, found)
+        self._check_quant(report, decl, prefix, expected, found)
 
         report.problems = self.problems
         report.status = _status(self.problems)
@@ -337,9 +338,8 @@ class _Inspection:
 
     # ------------------------------------------------------------------ completeness
 
-    def _compare(self, report: InspectionReport, prefix: str, expected: Iterable[LayerTensor],
+    def _compare(self, report: InspectionReport, prefix: str, expected: list[LayerTensor],
                  found: dict[str, Any]) -> None:
-        expected = list(expected)
         dtypes = {name: entry.dtype for name, entry in found.items()}
         per_module: dict[str, Precision] = {}
         for tensor in expected:
@@ -446,7 +446,7 @@ class _Inspection:
 
 
 def _expected(family: ModelFamily, cfg: Config, standalone: bool) -> Iterable[LayerTensor]:
-    """The draft tensors config.json implies; a generator, built only when the verdict needs it."""
+    """The draft tensors config.json implies (built after the cheap verdicts: unreadable, not applicable)."""
     skip = ("embed_tokens.weight", "shared_head.head.weight") if standalone else ()  # as SGLang's export drops
     return (t for t in family.draft_tensors(cfg) if t.name not in skip)
 
