@@ -151,6 +151,13 @@ def test_full_scale_layout_only_glm52(tmp_path: Path) -> None:
     assert report.status == "missing" and report.expected_tensors == 791 and len(report.missing) == 791
     assert report.target_precision == "nvfp4"
     assert [p.code for p in report.problems] == ["draft-layer-missing"]
+    assert "--from <BF16 release>" in (report.remedy or "")  # its config names no base: no guess
+    # a shard cut short by an interrupted download, far from the draft layer: found and named
+    shard = tmp_path / "full" / "model-00017-of-00045.safetensors"
+    os.truncate(shard, shard.stat().st_size // 2)
+    damaged = inspect(str(tmp_path / "full"))
+    assert damaged.status == "invalid"
+    assert [(p.code, p.file) for p in damaged.errors()][0] == ("truncated-shard", shard.name)
 
 
 def test_glm45_unindexed_mtp_file_is_loaded_with_a_warning(tmp_path: Path) -> None:
