@@ -154,15 +154,21 @@ class _Matcher:
             if "." not in glob:
                 self.one_part.setdefault(head, []).append(glob)
         self.tails = frozenset(t for t in (g.rsplit(".", 1)[-1] for g in patterns) if t in _FUSED_TAILS)
+        self._parts: dict[str, bool] = {}  # "model", "layers", "78", "mlp", ...: asked hundreds of times
 
     @staticmethod
     def _match(text: str, table: dict[str, list[str]]) -> bool:
         globs = tuple(glob for end in range(len(text) + 1) for glob in table.get(text[:end], ()))
         return bool(globs) and _alternation(globs).fullmatch(text) is not None
 
+    def _part(self, part: str) -> bool:
+        known = self._parts.get(part)
+        if known is None:
+            known = self._parts[part] = self._match(part, self.one_part)
+        return known
+
     def excluded(self, candidate: str) -> bool:
-        return self._match(candidate, self.any_text) or any(self._match(part, self.one_part)
-                                                            for part in candidate.split("."))
+        return self._match(candidate, self.any_text) or any(self._part(part) for part in candidate.split("."))
 
 
 @lru_cache(maxsize=1024)
