@@ -24,7 +24,7 @@ from .quant_config import QuantConfigError, QuantDeclaration, read_quant_declara
 from .report import DAMAGE_CODES, InspectionReport, Problem, TensorLocation
 from .safetensors_format import (PREFIX_BYTES, TAIL_BYTES, HeaderError, ShardHeader, TensorSpec, looks_intact,
                                  parse_header_bytes, parse_length_prefix, read_header_bytes)
-from .source import CheckpointSource, open_checkpoint
+from .source import CheckpointSource, hub_error, open_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +58,7 @@ class _Shard:
     header: ShardHeader | None = None  # parsed entry by entry
     payload: int | None = None  # tensor bytes, when the shard is intact
     error: HeaderError | None = None
+    unreadable: str | None = None  # could not be read at all: says nothing about the shard itself
 
 
 @dataclass
@@ -217,8 +218,15 @@ class _Inspection:
                 shard.payload = shard.header.payload_bytes
             except HeaderError as exc:
                 shard.error = exc
-            except OSError as exc:
-                shard.error = HeaderError("corrupt-header", f"cannot read ({exc.strerror or exc})")
+            except PermissionError as exc:
+                shard.unreadable = f"cannot read {self.source.display}/{name} ({exc.strerror}); check its permissions"
+            except Exception as exc:  # noqa: BLE001 - a Hub read fails in many ways; none is a verdict
+                if not self.source.is_remote and isinstance(exc, OSError):
+                    shard.error = HeaderError("corrupt-header", f"cannot read ({exc.strerror or exc})")  # e.g. EIO
+                elif self.source.is_remote:
+                    shard.unreadable = hub_error(f"{self.source.display}/{name}", exc) + "; try again"
+                else:
+                    raise
             return shard
 
         names = sorted(full | quick)
@@ -227,6 +235,9 @@ class _Inspection:
         else:
             with ThreadPoolExecutor(max_workers=min(HEADER_READERS, len(names))) as pool:
                 shards = list(pool.map(read, names))
+        for shard in shards:
+            if shard.unreadable is not None:
+                raise CheckpointUnreadable(shard.unreadable)
         for shard in shards:
             if shard.error is not None:
                 self.problem(shard.error.code, f"{shard.name}: {shard.error}", file=shard.name)

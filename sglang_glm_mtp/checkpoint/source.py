@@ -128,7 +128,7 @@ class HubCheckpoint:
             try:
                 entries = self.fs.ls(self._root, detail=True, refresh=True)
             except Exception as exc:  # huggingface_hub raises many error types; all mean "unreadable"
-                raise CheckpointUnreadable(_hub_error(self.display, exc)) from None
+                raise CheckpointUnreadable(hub_error(self.display, exc)) from None
             self._listing = {e["name"].rsplit("/", 1)[-1]: int(e.get("size") or 0)
                              for e in entries if e.get("type") == "file"}
         return self._listing
@@ -149,7 +149,7 @@ class HubCheckpoint:
         try:
             return self.fs.cat_file(self._path(name))
         except Exception as exc:
-            raise CheckpointUnreadable(_hub_error(f"{self.display}/{name}", exc)) from None
+            raise CheckpointUnreadable(hub_error(f"{self.display}/{name}", exc)) from None
 
     def open(self, name: str) -> BinaryIO:
         # A small read-ahead block keeps a header read to a few KB past the header itself.
@@ -179,7 +179,7 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _hub_error(what: str, exc: BaseException) -> str:
+def hub_error(what: str, exc: BaseException) -> str:
     # HfFileSystem wraps RepositoryNotFound/RevisionNotFound in FileNotFoundError.
     cause = exc.__cause__ or exc
     kind = type(cause).__name__
