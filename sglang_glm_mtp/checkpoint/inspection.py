@@ -12,7 +12,7 @@ Headers are read concurrently; the index is walked once, in C where possible.
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -107,6 +107,9 @@ class _Inspection:
     all_headers: bool = False
     integrity: bool = True
     problems: list[Problem] = field(default_factory=list)
+    #: header peeks started before the index is read, so cold-cache I/O overlaps its decoding
+    peeks: dict[str, Future[tuple[int, bytes, bytes]]] = field(default_factory=dict)
+    pool: ThreadPoolExecutor | None = None
 
     def problem(self, code: str, message: str, severity: str = "error", file: str | None = None) -> None:
         self.problems.append(Problem(code, message, severity, file))  # type: ignore[arg-type]
@@ -118,6 +121,20 @@ class _Inspection:
 
     def run(self) -> InspectionReport:
         files = self.source.list_files()
+        if self.source.is_remote:  # HfFileSystem reads stay sequential
+            return self._judge(files)
+        with ThreadPoolExecutor(max_workers=HEADER_READERS) as pool:
+            self.pool = pool
+            if self.integrity and not self.all_headers:
+                self.peeks = {name: pool.submit(self._peek, name, size) for name, size in sorted(files.items())
+                              if name.endswith(".safetensors")}
+            try:
+                return self._judge(files)
+            finally:
+                for peek in self.peeks.values():
+                    peek.cancel()
+
+    def _judge(self, files: dict[str, int]) -> InspectionReport:
         raw_config = self.source.read_json(CONFIG_FILE)
         if raw_config is None:
             raise CheckpointUnreadable(f"{self.source.display} has no config.json; is this a model checkpoint?")
@@ -197,6 +214,14 @@ class _Inspection:
             raise self.unreadable(INDEX_FILE, "has no weight_map object", todo)
         return index
 
+    def _peek(self, name: str, size: int) -> tuple[int, bytes, bytes]:
+        """What ``looks_intact`` needs: the header length, its first bytes and its last ``TAIL_BYTES``."""
+        with self.source.open(name) as stream:
+            header_len = parse_length_prefix(stream.read(PREFIX_BYTES), size)
+            head = stream.read(2)
+            stream.seek(PREFIX_BYTES + max(0, header_len - TAIL_BYTES))
+            return header_len, head, stream.read(TAIL_BYTES)
+
     def _read_shards(self, files: dict[str, int], full: set[str], quick: set[str],
                      scan: _IndexScan | None) -> dict[str, _Shard]:
         """Read the headers of ``full`` (parsed entry by entry) and ``quick`` (integrity test) shards."""
@@ -204,15 +229,13 @@ class _Inspection:
             shard = _Shard(name)
             size = files[name]
             try:
+                if name not in full:
+                    peek = self.peeks.get(name)
+                    header_len, head, tail = peek.result() if peek is not None else self._peek(name, size)
+                    if looks_intact(head, tail, header_len, size):
+                        shard.payload = size - PREFIX_BYTES - header_len
+                        return shard
                 with self.source.open(name) as stream:
-                    if name not in full:
-                        header_len = parse_length_prefix(stream.read(PREFIX_BYTES), size)
-                        head = stream.read(2)
-                        stream.seek(PREFIX_BYTES + max(0, header_len - TAIL_BYTES))
-                        if looks_intact(head, stream.read(TAIL_BYTES), header_len, size):
-                            shard.payload = size - PREFIX_BYTES - header_len
-                            return shard
-                        stream.seek(0)
                     header_len, raw = read_header_bytes(stream, size)
                 shard.header = parse_header_bytes(header_len, raw, size)
                 shard.payload = shard.header.payload_bytes
@@ -230,11 +253,10 @@ class _Inspection:
             return shard
 
         names = sorted(full | quick)
-        if self.source.is_remote or len(names) < 2:  # HfFileSystem reads stay sequential
+        if self.pool is None or len(names) < 2:
             shards = [read(name) for name in names]
         else:
-            with ThreadPoolExecutor(max_workers=min(HEADER_READERS, len(names))) as pool:
-                shards = list(pool.map(read, names))
+            shards = list(self.pool.map(read, names))
         for shard in shards:
             if shard.unreadable is not None:
                 raise CheckpointUnreadable(shard.unreadable)
