@@ -155,20 +155,27 @@ class _Matcher:
                 self.one_part.setdefault(head, []).append(glob)
         self.tails = frozenset(t for t in (g.rsplit(".", 1)[-1] for g in patterns) if t in _FUSED_TAILS)
         self._parts: dict[str, bool] = {}  # "model", "layers", "78", "mlp", ...: asked hundreds of times
+        self._any_lengths = sorted({len(head) for head in self.any_text})
+        self._part_lengths = sorted({len(head) for head in self.one_part})
 
     @staticmethod
-    def _match(text: str, table: dict[str, list[str]]) -> bool:
-        globs = tuple(glob for end in range(len(text) + 1) for glob in table.get(text[:end], ()))
-        return bool(globs) and _alternation(globs).fullmatch(text) is not None
+    def _match(text: str, table: dict[str, list[str]], lengths: list[int]) -> bool:
+        globs: list[str] = []
+        for length in lengths:  # only the head lengths that occur: a few dozen dict probes
+            if length > len(text):
+                break
+            globs += table.get(text[:length], ())
+        return bool(globs) and _alternation(tuple(globs)).fullmatch(text) is not None
 
     def _part(self, part: str) -> bool:
         known = self._parts.get(part)
         if known is None:
-            known = self._parts[part] = self._match(part, self.one_part)
+            known = self._parts[part] = self._match(part, self.one_part, self._part_lengths)
         return known
 
     def excluded(self, candidate: str) -> bool:
-        return self._match(candidate, self.any_text) or any(self._part(part) for part in candidate.split("."))
+        return (self._match(candidate, self.any_text, self._any_lengths)
+                or any(self._part(part) for part in candidate.split(".")))
 
 
 @lru_cache(maxsize=1024)
