@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Callable, Literal
 
-from .checkpoint.inspect import inspect
+from .checkpoint.inspection import inspect_checkpoint as inspect
 from .checkpoint.report import InspectionReport
 from .errors import GlmMtpError, UsageError
 from .plugin.settings import SKIP_PREFLIGHT_ENV

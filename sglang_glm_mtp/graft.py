@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Literal, Mapping
 
 from .checkpoint.families import Config, ModelFamily, family_for
-from .checkpoint.inspect import inspect
+from .checkpoint.inspection import inspect_checkpoint as inspect
 from .checkpoint.quant_config import draft_exclude_pattern, is_layer_excluded
 from .checkpoint.report import InspectionReport, Problem
 from .checkpoint.safetensors_format import (PREFIX_BYTES, HeaderError, ShardHeader, TensorSpec, build_header,

@@ -9,9 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-#: Runners that can execute an unquantized (BF16) MoE on CUDA, per SGLang 0.5.23's UnquantizedFusedMoEMethod.
-BF16_CAPABLE = {"triton", "flashinfer_cutlass", "flashinfer_trtllm", "flashinfer_trtllm_routed", "auto"}
-
 
 @dataclass(frozen=True)
 class RunnerFacts:

@@ -3,8 +3,9 @@
 Two kinds:
 
 * tiny pairs (``tiny_pair``): a BF16 "original" that has the MTP layer and an NVFP4
-  "target" without it, at the fixture dimensions of docs/synthetic.md; plus one variant
-  per ``check`` problem code (``make_variant``);
+  "target" without it, at the dimensions of ``tiny_glm52_config`` (and its DeepSeek-V3 and
+  GLM-4.5 siblings); plus one variant per ``check`` problem code (``make_variant``), which
+  ``sglang-glm-mtp synth DIR --defect CODE`` writes for users;
 * layout-only full-scale checkpoints (``full_scale_glm52``): GLM-5.2's real config, real
   headers (232,296 tensors, total_size 439,842,893,136 for the NVFP4 target) and sparse
   data regions, so scale is testable on a laptop.
@@ -236,6 +237,9 @@ class SyntheticPair:
 
 TINY_CONFIGS: dict[str, Callable[..., dict[str, Any]]] = {
     "glm5": tiny_glm52_config, "deepseek-v3": tiny_deepseek_v3_config, "glm4.5": tiny_glm45_config}
+#: The real release each tiny original stands in for; the tiny target's config.json names it in
+#: ``_name_or_path``, as a conversion made with ``from_pretrained(<id>)`` does (check's remedy reads it).
+TINY_STANDS_IN_FOR = {"glm5": "zai-org/GLM-5.2", "deepseek-v3": "deepseek-ai/DeepSeek-V3", "glm4.5": "zai-org/GLM-4.7"}
 
 
 def tiny_pair(workdir: Path, *, family: Literal["glm5", "deepseek-v3", "glm4.5"] = "glm5",
@@ -253,7 +257,7 @@ def tiny_pair(workdir: Path, *, family: Literal["glm5", "deepseek-v3", "glm4.5"]
     write_checkpoint(original, cfg, model_specs(cfg, "bf16", with_draft=True), num_shards=6)
     target.mkdir(parents=True, exist_ok=True)
     excludes = nvfp4_exclude_modules(cfg, draft_quantized=target_has_draft and draft_storage != "bf16")
-    target_cfg = write_quant_config(target, cfg, quant_format, excludes)
+    target_cfg = {"_name_or_path": TINY_STANDS_IN_FOR[family], **write_quant_config(target, cfg, quant_format, excludes)}
     write_checkpoint(target, target_cfg, model_specs(cfg, "nvfp4", with_draft=target_has_draft,
                                                      draft_storage=draft_storage), num_shards=3)
     return SyntheticPair(original, target)

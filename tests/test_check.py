@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from sglang_glm_mtp import synthetic
-from sglang_glm_mtp.checkpoint import inspect
+from sglang_glm_mtp.checkpoint import inspect_checkpoint as inspect
 from sglang_glm_mtp.checkpoint.report import PROBLEM_CODES
 from sglang_glm_mtp.cli import main
 
@@ -62,7 +62,8 @@ def test_missing_layer_names_the_graft_command(glm_pair: synthetic.SyntheticPair
     assert report.status == "missing" and report.exit_code == 1
     assert report.target_precision == "nvfp4"
     assert len(report.missing) == 35 and report.missing[0].startswith("model.layers.4.")
-    assert report.remedy == f"sglang-glm-mtp graft --from zai-org/GLM-5.2 --into {glm_pair.target}"
+    assert report.remedy == (f"sglang-glm-mtp graft --from zai-org/GLM-5.2 --into {glm_pair.target} "
+                             "(zai-org/GLM-5.2 is the release config.json _name_or_path names)")
 
 
 def test_incomplete_lists_exactly_the_missing_expert(tmp_path: Path) -> None:
@@ -150,6 +151,13 @@ def test_full_scale_layout_only_glm52(tmp_path: Path) -> None:
     assert report.status == "missing" and report.expected_tensors == 791 and len(report.missing) == 791
     assert report.target_precision == "nvfp4"
     assert [p.code for p in report.problems] == ["draft-layer-missing"]
+    assert "--from <BF16 release>" in (report.remedy or "")  # its config names no base: no guess
+    # a shard cut short by an interrupted download, far from the draft layer: found and named
+    shard = tmp_path / "full" / "model-00017-of-00045.safetensors"
+    os.truncate(shard, shard.stat().st_size // 2)
+    damaged = inspect(str(tmp_path / "full"))
+    assert damaged.status == "invalid"
+    assert [(p.code, p.file) for p in damaged.errors()][0] == ("truncated-shard", shard.name)
 
 
 def test_glm45_unindexed_mtp_file_is_loaded_with_a_warning(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ import pytest
 
 from fake_hub import FakeHub
 from sglang_glm_mtp import synthetic
-from sglang_glm_mtp.checkpoint import inspect
+from sglang_glm_mtp.checkpoint import inspect_checkpoint as inspect
 from sglang_glm_mtp.cli import main
 
 pytestmark = pytest.mark.usefixtures("isolated_hf")
@@ -50,3 +50,14 @@ def test_hub_errors_are_one_line(tmp_path: Path, spec: str, needle: str, capsys:
         assert main(["check", spec, "--endpoint", hub.endpoint]) == 2
     err = capsys.readouterr().err
     assert needle in err and err.count("\n") == 1
+
+
+def test_hub_read_failure_is_unreadable_not_a_verdict(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A Hub that fails mid-check says nothing about the checkpoint: exit 2, never 'invalid'."""
+    pair = synthetic.tiny_pair(tmp_path, target_has_draft=True)
+    shard = sorted(p.name for p in pair.target.glob("*.safetensors"))[-1]
+    with FakeHub({"org/glm": pair.target}) as hub:
+        hub.fail_with_status("org/glm", shard, status=500, times=100)
+        assert main(["check", "org/glm", "--endpoint", hub.endpoint]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and shard in err and "Traceback" not in err, err

@@ -31,26 +31,68 @@ class LayerTensor:
         return self.name.rsplit(".", 1)[0]
 
 
+#: The one home of config.json size bounds: about 100x the largest real model (DeepSeek-V3 and
+#: GLM-5.x: 256 experts, GLM-5.3-Flash 288; vocab ~155k; hidden 7168; ~100 layers). A value
+#: beyond them is a corrupt file, not a model, and would cost minutes to enumerate.
+CONFIG_LIMITS: dict[str, tuple[int, int]] = {
+    "n_routed_experts": (0, 30_000), "n_shared_experts": (0, 1_000), "num_hidden_layers": (0, 10_000),
+    "num_nextn_predict_layers": (0, 1_000), "first_k_dense_replace": (0, 10_000),
+    "num_attention_heads": (1, 20_000), "num_key_value_heads": (1, 20_000), "index_n_heads": (0, 20_000),
+    "vocab_size": (0, 20_000_000),
+}
+#: Bounds of every other integer field read through ``Config.int`` (dimensions, ranks, head sizes).
+DEFAULT_INT_LIMITS = (0, 1 << 24)
+#: Integer fields checked when the config is read, whichever accessor later reads them.
+INT_FIELDS = (*CONFIG_LIMITS, "hidden_size", "intermediate_size", "moe_intermediate_size", "q_lora_rank",
+              "kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "head_dim", "index_head_dim",
+              "index_topk_freq", "index_skip_topk_offset")
+
+
+class ConfigError(ValueError):
+    """A config.json field that is missing, of the wrong type, or absurd; the message names it."""
+
+
 class Config:
-    """Read-only view of config.json with the defaults the HF config classes apply."""
+    """Read-only view of config.json with the defaults the HF config classes apply.
+
+    Every accessor validates what it returns, so a malformed file surfaces as one
+    ``ConfigError`` naming the field, never as a TypeError deep inside a tensor list.
+    """
 
     def __init__(self, raw: Mapping[str, Any]) -> None:
+        if not isinstance(raw, Mapping):
+            raise ConfigError(f"config.json must be a JSON object, got {type(raw).__name__}")
         self.raw = dict(raw)
+        for key in INT_FIELDS:  # fail fast, before any tensor list is built
+            if self.raw.get(key) is not None:
+                self.int(key)
 
     def get(self, key: str, default: Any = None) -> Any:
         value = self.raw.get(key, default)
         return default if value is None else value
 
     def int(self, key: str, default: int | None = None) -> int:
-        value = self.get(key, default)
+        value = self.raw.get(key)
+        if value is None:
+            value = default
+        if value is None:
+            raise ConfigError(f"config.json has no {key!r}, which this architecture needs")
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"config.json field {key!r} must be an integer, got {value!r}")
+            raise ConfigError(f"config.json field {key!r} must be an integer, got {value!r}")
+        low, high = CONFIG_LIMITS.get(key, DEFAULT_INT_LIMITS)
+        if not low <= value <= high:
+            raise ConfigError(f"config.json field {key!r} = {value:,} is outside {low:,}..{high:,}; "
+                              "the file is corrupt (no real model comes near this)")
         return value
 
     @property
     def architecture(self) -> str:
-        archs = self.raw.get("architectures") or [""]
-        return str(archs[0])
+        archs = self.raw.get("architectures")
+        if isinstance(archs, str):
+            return archs
+        if isinstance(archs, list) and archs and isinstance(archs[0], str):
+            return archs[0]
+        return ""
 
 
 # ----------------------------------------------------------------------------- building blocks
@@ -191,9 +233,10 @@ class ModelFamily:
     draft_embed_and_head: bool  # does the draft layer store embed_tokens/shared_head.head?
     #: SGLang's maybe_add_mtp_safetensors appends an un-indexed ``mtp.safetensors`` for these.
     loads_unindexed_mtp_file: bool = False
-    #: where the unquantized original usually lives, for the remedy line
+    #: where the unquantized original usually lives ("e.g." in graft's messages)
     source_hint: str = "<the BF16 release this checkpoint was quantized from>"
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    #: the family's BF16 releases, listed by check's remedy when the checkpoint does not name its own
+    releases: tuple[str, ...] = ()
 
     def draft_layer(self, cfg: Config) -> int:
         """SGLang's rule: ``0 if num_hidden_layers == 1 else num_hidden_layers``."""
@@ -230,6 +273,7 @@ FAMILIES: tuple[ModelFamily, ...] = (
         indexer=lambda cfg: True,
         draft_embed_and_head=False,
         source_hint="zai-org/GLM-5.2",
+        releases=("zai-org/GLM-5", "zai-org/GLM-5.1", "zai-org/GLM-5.2"),
     ),
     ModelFamily(
         name="deepseek-v3",  # DeepSeek-V3/R1 (no indexer) and V3.2 (indexer)
@@ -239,6 +283,8 @@ FAMILIES: tuple[ModelFamily, ...] = (
         indexer=_has_index_config,
         draft_embed_and_head=True,
         source_hint="deepseek-ai/DeepSeek-V3",
+        releases=("deepseek-ai/DeepSeek-V3", "deepseek-ai/DeepSeek-V3-0324", "deepseek-ai/DeepSeek-R1",
+                  "deepseek-ai/DeepSeek-R1-0528", "deepseek-ai/DeepSeek-V3.1", "deepseek-ai/DeepSeek-V3.2"),
     ),
     ModelFamily(
         name="glm-4.5",  # GLM-4.5/4.6/4.7: GQA attention, MTP sometimes in an un-indexed mtp.safetensors
@@ -249,6 +295,7 @@ FAMILIES: tuple[ModelFamily, ...] = (
         draft_embed_and_head=False,  # vLLM #25993: GLM-4.6 layer 92 has no embed_tokens/shared_head.head
         loads_unindexed_mtp_file=True,
         source_hint="zai-org/GLM-4.7",
+        releases=("zai-org/GLM-4.5", "zai-org/GLM-4.5-Air", "zai-org/GLM-4.6", "zai-org/GLM-4.7"),
     ),
 )
 

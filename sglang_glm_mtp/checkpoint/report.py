@@ -31,6 +31,10 @@ PROBLEM_CODES = (
     "unexpected-tensor",
 )
 
+#: Problems that mean "files are damaged": they outrank "layer missing" in the status, and
+#: their remedy is a re-download, not a graft.
+DAMAGE_CODES = frozenset({"corrupt-header", "truncated-shard", "index-missing-shard"})
+
 
 @dataclass(frozen=True)
 class Problem:

@@ -8,7 +8,6 @@ HTTP Range requests: reading a header or one tensor never downloads a whole shar
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -18,6 +17,7 @@ from typing import Any, BinaryIO, Protocol
 from urllib.parse import quote
 
 from ..errors import CheckpointUnreadable
+from .jsonio import loads as json_loads
 
 logger = logging.getLogger(__name__)
 
@@ -60,20 +60,36 @@ class LocalCheckpoint:
 
     def list_files(self) -> dict[str, int]:
         files: dict[str, int] = {}
-        with os.scandir(self.root) as entries:
-            for entry in entries:
-                if entry.is_file():  # follows symlinks, as SGLang's glob does
-                    files[entry.name] = entry.stat().st_size
+        try:
+            with os.scandir(self.root) as entries:
+                for entry in entries:
+                    try:
+                        if entry.is_file():  # follows symlinks, as SGLang's glob does
+                            files[entry.name] = entry.stat().st_size
+                    except OSError as exc:  # e.g. a dangling symlink into a deleted cache blob
+                        logger.warning("%s/%s is unreadable and left out: %s", self.root, entry.name, exc)
+        except OSError as exc:
+            raise CheckpointUnreadable(f"cannot list {self.root} ({exc.strerror or exc}); check its permissions")
         return files
 
     def read_json(self, name: str) -> Any | None:
+        data = self.read_bytes(name)
+        if data is None:
+            return None
+        try:
+            return json_loads(data)
+        except ValueError as exc:  # includes UnicodeDecodeError
+            raise CheckpointUnreadable(f"{self.root / name} is not valid JSON ({_first_line(exc)}); "
+                                       "re-download it or restore it from the original release") from None
+
+    def read_bytes(self, name: str) -> bytes | None:
         path = self.root / name
         if not path.is_file():
             return None
         try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise CheckpointUnreadable(f"{path} is not valid JSON ({exc})") from None
+            return path.read_bytes()
+        except OSError as exc:
+            raise CheckpointUnreadable(f"cannot read {path} ({exc.strerror or exc})") from None
 
     def open(self, name: str) -> BinaryIO:
         return open(self.root / name, "rb")
@@ -112,22 +128,28 @@ class HubCheckpoint:
             try:
                 entries = self.fs.ls(self._root, detail=True, refresh=True)
             except Exception as exc:  # huggingface_hub raises many error types; all mean "unreadable"
-                raise CheckpointUnreadable(_hub_error(self.display, exc)) from None
+                raise CheckpointUnreadable(hub_error(self.display, exc)) from None
             self._listing = {e["name"].rsplit("/", 1)[-1]: int(e.get("size") or 0)
                              for e in entries if e.get("type") == "file"}
         return self._listing
 
     def read_json(self, name: str) -> Any | None:
+        raw = self.read_bytes(name)
+        if raw is None:
+            return None
+        try:
+            return json_loads(raw)
+        except ValueError as exc:
+            raise CheckpointUnreadable(f"{self.display}/{name} is not valid JSON ({_first_line(exc)}); "
+                                       "the repo itself is broken, tell its owner") from None
+
+    def read_bytes(self, name: str) -> bytes | None:
         if name not in self.list_files():
             return None
         try:
-            raw = self.fs.cat_file(self._path(name))
+            return self.fs.cat_file(self._path(name))
         except Exception as exc:
-            raise CheckpointUnreadable(_hub_error(f"{self.display}/{name}", exc)) from None
-        try:
-            return json.loads(raw)
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise CheckpointUnreadable(f"{self.display}/{name} is not valid JSON ({exc})") from None
+            raise CheckpointUnreadable(hub_error(f"{self.display}/{name}", exc)) from None
 
     def open(self, name: str) -> BinaryIO:
         # A small read-ahead block keeps a header read to a few KB past the header itself.
@@ -137,7 +159,27 @@ class HubCheckpoint:
         return None
 
 
-def _hub_error(what: str, exc: BaseException) -> str:
+def read_text(source: CheckpointSource, name: str, limit: int = 1 << 20) -> str | None:
+    """A small text file (e.g. README.md) from any source, or None when absent, too big or unreadable."""
+    size = source.list_files().get(name)
+    if size is None or size > limit:
+        return None
+    reader = getattr(source, "read_bytes", None)
+    path = source.local_path(name)
+    try:
+        data = reader(name) if reader is not None else (path.read_bytes() if path is not None else None)
+    except (OSError, CheckpointUnreadable) as exc:
+        logger.info("cannot read %s/%s: %s", source.display, name, exc)
+        return None
+    return data.decode("utf-8", errors="replace") if data is not None else None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def hub_error(what: str, exc: BaseException) -> str:
     # HfFileSystem wraps RepositoryNotFound/RevisionNotFound in FileNotFoundError.
     cause = exc.__cause__ or exc
     kind = type(cause).__name__

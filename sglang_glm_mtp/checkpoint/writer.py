@@ -14,9 +14,10 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
+from .files import INDEX_FILE
 from .safetensors_format import ShardHeader, TensorSpec, build_header
 
-INDEX_FILE = "model.safetensors.index.json"
+__all__ = ["INDEX_FILE", "atomic_write_bytes", "atomic_write_json", "index_document", "make_temp", "write_shard"]
 
 
 def _default_mode() -> int:

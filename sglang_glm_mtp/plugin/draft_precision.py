@@ -55,7 +55,7 @@ def draft_storage(config: Any) -> tuple[str | None, str]:
     source = open_draft_source(spec.speculative_draft_model_path, spec.speculative_draft_model_revision)
     if source is None:
         return None, "draft checkpoint not readable before load"
-    from ..checkpoint.inspect import inspect
+    from ..checkpoint.inspection import inspect_checkpoint as inspect
 
     report = inspect(source)
     return report.draft_precision, f"{report.found_tensors} tensors of model.layers.{report.draft_layer} " \

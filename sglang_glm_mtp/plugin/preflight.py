@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from ..checkpoint.families import family_for
-from ..checkpoint.inspect import inspect
+from ..checkpoint.inspection import inspect_checkpoint as inspect
 from ..checkpoint.report import InspectionReport
 from ..errors import CheckpointUnreadable
 from . import settings

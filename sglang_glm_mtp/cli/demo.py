@@ -11,8 +11,9 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from .cli import COMMANDS, _EXTRA_PARSERS, _out, format_report
-from .demo import (DEFAULT_GPU, GPUS, BuildResult, DemoResult, DemoStep, SglangStep, generation_for, run_demo)
+from ..demo import DEFAULT_GPU, GPUS, BuildResult, DemoResult, DemoStep, SglangStep, generation_for, run_demo
+from ._format import out as _out
+from .check import format_report
 
 TOTAL_STEPS = 6
 INDENT = "    "
@@ -33,7 +34,7 @@ def format_step(step: DemoStep, *, show_session: bool = True) -> str:
         return "\n".join([f"[{step.number}/{TOTAL_STEPS}] $ {step.title}   -> exit {exit_code} {seconds}{verdict}",
                           _indent(format_report(step.data))])
     if step.kind == "graft":
-        from .cli_graft import format_report as format_graft
+        from .graft import format_report as format_graft
 
         return "\n".join([f"[{step.number}/{TOTAL_STEPS}] $ {step.title}   -> exit {step.data.exit_code} "
                           f"{seconds}{verdict}",
@@ -156,5 +157,5 @@ def _register(sub: Any) -> None:
     demo.add_argument("--skip-sglang", action="store_true", help="only check and graft; no SGLang resolution")
 
 
-COMMANDS["demo"] = _demo
-_EXTRA_PARSERS.append(_register)
+COMMANDS = {"demo": _demo}
+register = _register

@@ -12,8 +12,9 @@ import contextlib
 import sys
 from typing import Any, Iterator
 
-from .cli import COMMANDS, _EXTRA_PARSERS, _emit_json, _out
-from .graft import GraftPlan, GraftReport, human_bytes, parse_size
+from ..graft import GraftPlan, GraftReport, human_bytes, parse_size
+from ._format import emit_json as _emit_json
+from ._format import out as _out
 
 # ----------------------------------------------------------------------------- printing
 
@@ -125,7 +126,7 @@ def _progress(total: int, quiet: bool, desc: str) -> Iterator[Any]:
 
 
 def _run(plan: GraftPlan, args: argparse.Namespace, desc: str) -> int:
-    from .graft import execute
+    from ..graft import execute
 
     if args.dry_run:
         if args.json:
@@ -144,7 +145,7 @@ def _run(plan: GraftPlan, args: argparse.Namespace, desc: str) -> int:
 
 
 def _graft(args: argparse.Namespace) -> int:
-    from .graft import plan_graft
+    from ..graft import plan_graft
 
     plan = plan_graft(args.source, args.target, out=args.out, overlay_only=args.overlay_only, force=args.force,
                       max_shard_size=parse_size(args.max_shard_size), layer=args.layer, endpoint=args.endpoint)
@@ -152,7 +153,7 @@ def _graft(args: argparse.Namespace) -> int:
 
 
 def _extract(args: argparse.Namespace) -> int:
-    from .extract import plan_extract
+    from ..extract import plan_extract
 
     plan = plan_extract(args.source, args.out, endpoint=args.endpoint)
     return _run(plan, args, "extract")
@@ -198,6 +199,5 @@ def _register(sub: Any) -> None:
     extract.add_argument("--endpoint", default=None, help=argparse.SUPPRESS)
 
 
-COMMANDS["graft"] = _graft
-COMMANDS["extract"] = _extract
-_EXTRA_PARSERS.append(_register)
+COMMANDS = {"graft": _graft, "extract": _extract}
+register = _register

@@ -1,6 +1,6 @@
 """``sglang-glm-mtp bench``: GSM8K, a concurrency sweep and accept length of a running server.
 
-Registered into ``cli.py`` through ``_EXTRA_PARSERS`` / ``COMMANDS``; the only module of
+Registered by ``cli/__init__.py`` through ``register`` / ``COMMANDS``; the only module of
 the benchmark that writes to the terminal. Exit 0: measured; 1: measured, and a problem
 found (accept length collapsed, failed requests); 2: could not run (server unreachable,
 SGLang missing, bad input), one line on stderr.
@@ -13,10 +13,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import cli
-from .bench.runner import DEFAULT_MIN_ACCEPT_LENGTH, BenchConfig, BenchReport
-from .bench.sweep import DATASETS, SweepSettings
-from .errors import UsageError
+from ..bench.runner import DEFAULT_MIN_ACCEPT_LENGTH, BenchConfig, BenchReport
+from ..bench.sweep import DATASETS, SweepSettings
+from ..errors import UsageError
+from ._format import out
 
 
 def _concurrencies(text: str) -> tuple[int, ...]:
@@ -81,7 +81,7 @@ def _progress(message: str) -> None:
 
 def format_summary(report: BenchReport) -> str:
     """The headline table, problems, notes and where the full report is."""
-    from .bench.report import results_table
+    from ..bench.report import results_table
 
     others = ["results.json", *sorted(name for name in report.files if name.endswith(".png")), "logs/"]
     return "\n".join([*results_table(report),
@@ -90,9 +90,8 @@ def format_summary(report: BenchReport) -> str:
                       f"report: {report.config.out_dir / 'summary.md'} ({', '.join(others)})"])
 
 
-@cli._command("bench")
 def _bench(args: argparse.Namespace) -> int:
-    from .bench.runner import run_bench
+    from ..bench.runner import run_bench
 
     if args.gsm8k_shots < 0:
         raise UsageError("--gsm8k-shots must be 0 or more")
@@ -105,8 +104,8 @@ def _bench(args: argparse.Namespace) -> int:
         gsm8k_shots=args.gsm8k_shots, gsm8k_data=args.gsm8k_data, gsm8k_max_new_tokens=args.gsm8k_max_new_tokens,
         min_accept_length=args.min_accept_length, timeout=args.timeout)
     report = run_bench(config, progress=_progress)
-    cli._out(format_summary(report))
+    out(format_summary(report))
     return report.exit_code
 
 
-cli._EXTRA_PARSERS.append(register)
+COMMANDS = {"bench": _bench}

@@ -1,0 +1,557 @@
+"""Inspect a checkpoint: its MTP/NextN draft layer (present, complete, in which precision) and its shards.
+
+Reads config.json, the quant config, the index and safetensors headers; never tensor
+data, never writes. The shards the draft layer lives in (and un-indexed ``.safetensors``
+files, which SGLang would silently drop) are parsed entry by entry. Every other shard of
+a local checkpoint gets the cheap integrity test (framing, entry count against the index,
+data end against the file size: ``looks_intact``) and a full parse whenever that test is
+not conclusive, so a truncated or corrupt shard anywhere makes the checkpoint ``invalid``.
+Headers are read concurrently; the index is walked once, in C where possible.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from ..errors import CheckpointUnreadable
+from .families import Config, ConfigError, LayerTensor, ModelFamily, family_for, supported_architectures
+from .files import CONFIG_FILE, INDEX_FILE, QUANT_FILE
+from .precision import OPTIONAL_SUFFIXES, Precision, module_precision, overall_precision, quantized_form
+from .quant_config import QuantConfigError, QuantDeclaration, read_quant_declaration
+from .report import DAMAGE_CODES, InspectionReport, Problem, TensorLocation
+from .safetensors_format import (PREFIX_BYTES, TAIL_BYTES, HeaderError, ShardHeader, TensorSpec, looks_intact,
+                                 parse_header_bytes, parse_length_prefix, read_header_bytes)
+from .source import CheckpointSource, hub_error, open_checkpoint
+
+logger = logging.getLogger(__name__)
+
+#: How many names a one-line problem message lists before "…".
+NAMES_IN_MESSAGE = 5
+#: Concurrent header reads of a local checkpoint (I/O bound on a cold cache).
+HEADER_READERS = 8
+
+__all__ = ["inspect_checkpoint"]
+
+
+def inspect_checkpoint(spec: str | CheckpointSource, *, endpoint: str | None = None,
+                       all_headers: bool = False, integrity: bool = True) -> InspectionReport:
+    """Inspect a local dir, a Hub id, or an already opened source.
+
+    Raises only ``CheckpointUnreadable`` (one actionable line); every defect of the
+    checkpoint itself is a problem in the report. ``all_headers`` parses every shard's
+    header entry by entry instead of the cheap integrity test (about the cost of opening
+    every shard with safetensors); ``integrity=False`` reads only the draft shards' headers
+    (for a caller that judges the draft layer alone, e.g. a latency-bound preflight).
+    """
+    source = open_checkpoint(spec, endpoint=endpoint) if isinstance(spec, str) else spec
+    return _Inspection(source, all_headers, integrity).run()
+
+
+@dataclass
+class _Shard:
+    """What reading one shard's header found: a parsed header, an integrity verdict, or an error."""
+
+    name: str
+    header: ShardHeader | None = None  # parsed entry by entry
+    payload: int | None = None  # tensor bytes, when the shard is intact
+    error: HeaderError | None = None
+    unreadable: str | None = None  # could not be read at all: says nothing about the shard itself
+
+
+@dataclass
+class _IndexScan:
+    """Everything inspection needs from the weight map, from one pass (mostly inside C)."""
+
+    weight_map: dict[str, str]
+    referenced: set[str]
+    draft_names: list[str]
+    quant_suffixes: set[str]
+    _values: list[str] | None = None
+
+    @classmethod
+    def of(cls, weight_map: dict[str, Any], prefix: str | None) -> _IndexScan | None:
+        """None when a value is not a file name (the caller reports the index as unreadable)."""
+        try:
+            referenced = set(weight_map.values())
+        except TypeError:  # a list or object among the values
+            return None
+        if not all(isinstance(value, str) for value in referenced):
+            return None
+        names = "\n" + "\n".join(weight_map) + "\n"  # one string: every search below runs in C
+        suffixes = {s for s in (".weight_scale_2", ".weight_scale_inv") if f"{s}\n" in names}
+        draft: list[str] = []
+        if prefix:
+            needle = "\n" + prefix
+            start = names.find(needle)
+            while start >= 0:
+                end = names.index("\n", start + 1)
+                draft.append(names[start + 1:end])
+                start = names.find(needle, end)
+        return cls(weight_map, referenced, draft, suffixes)
+
+    def count_in(self, shard: str) -> int:
+        if self._values is None:
+            self._values = list(self.weight_map.values())
+        return self._values.count(shard)
+
+    def names_in(self, shard: str) -> list[str]:
+        return [name for name, file in self.weight_map.items() if file == shard]
+
+
+@dataclass
+class _Inspection:
+    source: CheckpointSource
+    all_headers: bool = False
+    integrity: bool = True
+    problems: list[Problem] = field(default_factory=list)
+    #: header peeks started before the index is read, so cold-cache I/O overlaps its decoding
+    peeks: dict[str, Future[tuple[int, bytes, bytes]]] = field(default_factory=dict)
+    pool: ThreadPoolExecutor | None = None
+
+    def problem(self, code: str, message: str, severity: str = "error", file: str | None = None) -> None:
+        self.problems.append(Problem(code, message, severity, file))  # type: ignore[arg-type]
+
+    def unreadable(self, file: str, message: str, todo: str) -> CheckpointUnreadable:
+        return CheckpointUnreadable(f"{self.source.display}/{file}: {message}; {todo}")
+
+    # ------------------------------------------------------------------ top level
+
+    def run(self) -> InspectionReport:
+        files = self.source.list_files()
+        if self.source.is_remote:  # HfFileSystem reads stay sequential
+            return self._judge(files)
+        with ThreadPoolExecutor(max_workers=HEADER_READERS) as pool:
+            self.pool = pool
+            if self.integrity and not self.all_headers:
+                self.peeks = {name: pool.submit(self._peek, name, size) for name, size in sorted(files.items())
+                              if name.endswith(".safetensors")}
+            try:
+                return self._judge(files)
+            finally:
+                for peek in self.peeks.values():
+                    peek.cancel()
+
+    def _judge(self, files: dict[str, int]) -> InspectionReport:
+        raw_config = self.source.read_json(CONFIG_FILE)
+        if raw_config is None:
+            raise CheckpointUnreadable(f"{self.source.display} has no config.json; is this a model checkpoint?")
+        if not isinstance(raw_config, dict):
+            raise self.unreadable(CONFIG_FILE, f"is a JSON {type(raw_config).__name__}, not an object",
+                                  "restore it from the original release")
+        archs = raw_config.get("architectures")
+        if not (isinstance(archs, list) and archs and all(isinstance(a, str) for a in archs)):
+            raise self.unreadable(CONFIG_FILE, f"'architectures' must be a list of class names such as "
+                                               f"[\"GlmMoeDsaForCausalLM\"], got {_short(archs)}",
+                                  "restore config.json from the original release")
+        try:
+            cfg = Config(raw_config)
+            family = family_for(cfg.architecture)
+            if family is None:
+                raise CheckpointUnreadable(
+                    f"{self.source.display}: architecture {cfg.architecture} is not supported "
+                    f"(supported: {', '.join(supported_architectures())})")
+            return self._run(files, cfg, family)
+        except ConfigError as exc:
+            raise self.unreadable(CONFIG_FILE, str(exc).removeprefix("config.json "),
+                                  "restore config.json from the original release") from None
+        except QuantConfigError as exc:
+            file = QUANT_FILE if str(exc).startswith(QUANT_FILE) else CONFIG_FILE
+            raise self.unreadable(file, str(exc).removeprefix(f"{file} "),
+                                  "fix the entry or restore the file from the release") from None
+
+    def _run(self, files: dict[str, int], cfg: Config, family: ModelFamily) -> InspectionReport:
+        report = InspectionReport(checkpoint=self.source.display, status="ready", architecture=cfg.architecture,
+                                  family=family.name, draft_layer=None, config=cfg.raw)
+        hf_quant = self.source.read_json(QUANT_FILE) if QUANT_FILE in files else None
+        decl = read_quant_declaration(cfg.raw, hf_quant)
+        index = self._read_index()
+        applicable = cfg.int("num_nextn_predict_layers", 0) >= 1
+        layer = family.draft_layer(cfg) if applicable else None
+        prefix = f"model.layers.{layer}." if layer is not None else None
+        scan = _IndexScan.of(index["weight_map"], prefix) if index is not None else None
+        if index is not None and scan is None:
+            raise self.unreadable(INDEX_FILE, "weight_map values must be shard file names",
+                                  "restore it from the release, or delete it to let SGLang load every "
+                                  ".safetensors file")
+
+        report.target_precision = _target_precision(decl, scan)
+        report.quant_config = {"source": decl.source, "quant_algo": decl.quant_algo,
+                               "exclude_key": decl.exclude_key}
+        if layer is None or prefix is None:
+            report.status = "not-applicable"
+            return report
+
+        report.draft_layer = layer
+        report.standalone_draft = family.is_standalone_draft(cfg)
+        report.quant_config["draft_excluded"] = decl.is_excluded(f"model.layers.{layer}") if decl.quantizes else None
+
+        located = self._locate_draft(files, scan, prefix, family, index)
+        report.locations = located
+        report.draft_shards = sorted({loc.shard for loc in located.values()})
+        report.draft_bytes = sum(loc.entry.nbytes for loc in located.values())
+
+        found = {name[len(prefix):]: loc.entry for name, loc in located.items()}
+        expected = list(_expected(family, cfg, report.standalone_draft))  # built once, only now
+        self._compare(report, prefix, expected, found)
+        self._check_quant(report, decl, prefix, expected, found)
+
+        report.problems = self.problems
+        report.status = _status(self.problems)
+        report.remedy = _remedy(report, family, self.source, cfg.raw, hf_quant)
+        return report
+
+    # ------------------------------------------------------------------ index and shards
+
+    def _read_index(self) -> dict[str, Any] | None:
+        index = self.source.read_json(INDEX_FILE)
+        if index is None:
+            return None
+        todo = "restore it from the release, or delete it to let SGLang load every .safetensors file"
+        if not isinstance(index, dict) or not isinstance(index.get("weight_map"), dict):
+            raise self.unreadable(INDEX_FILE, "has no weight_map object", todo)
+        return index
+
+    def _peek(self, name: str, size: int) -> tuple[int, bytes, bytes]:
+        """What ``looks_intact`` needs: the header length, its first bytes and its last ``TAIL_BYTES``."""
+        with self.source.open(name) as stream:
+            header_len = parse_length_prefix(stream.read(PREFIX_BYTES), size)
+            head = stream.read(2)
+            stream.seek(PREFIX_BYTES + max(0, header_len - TAIL_BYTES))
+            return header_len, head, stream.read(TAIL_BYTES)
+
+    def _read_shards(self, files: dict[str, int], full: set[str], quick: set[str],
+                     scan: _IndexScan | None) -> dict[str, _Shard]:
+        """Read the headers of ``full`` (parsed entry by entry) and ``quick`` (integrity test) shards."""
+        def read(name: str) -> _Shard:
+            shard = _Shard(name)
+            size = files[name]
+            try:
+                if name not in full:
+                    peek = self.peeks.get(name)
+                    header_len, head, tail = peek.result() if peek is not None else self._peek(name, size)
+                    if looks_intact(head, tail, header_len, size):
+                        shard.payload = size - PREFIX_BYTES - header_len
+                        return shard
+                with self.source.open(name) as stream:
+                    header_len, raw = read_header_bytes(stream, size)
+                shard.header = parse_header_bytes(header_len, raw, size)
+                shard.payload = shard.header.payload_bytes
+            except HeaderError as exc:
+                shard.error = exc
+            except PermissionError as exc:
+                shard.unreadable = f"cannot read {self.source.display}/{name} ({exc.strerror}); check its permissions"
+            except Exception as exc:  # noqa: BLE001 - a Hub read fails in many ways; none is a verdict
+                if not self.source.is_remote and isinstance(exc, OSError):
+                    shard.error = HeaderError("corrupt-header", f"cannot read ({exc.strerror or exc})")  # e.g. EIO
+                elif self.source.is_remote:
+                    shard.unreadable = hub_error(f"{self.source.display}/{name}", exc) + "; try again"
+                else:
+                    raise
+            return shard
+
+        names = sorted(full | quick)
+        if self.pool is None or len(names) < 2:
+            shards = [read(name) for name in names]
+        else:
+            shards = list(self.pool.map(read, names))
+        for shard in shards:
+            if shard.unreadable is not None:
+                raise CheckpointUnreadable(shard.unreadable)
+        for shard in shards:
+            if shard.error is not None:
+                self.problem(shard.error.code, f"{shard.name}: {shard.error}", file=shard.name)
+        return {shard.name: shard for shard in shards}
+
+    def _locate_draft(self, files: dict[str, int], scan: _IndexScan | None, prefix: str,
+                      family: ModelFamily, index: dict[str, Any] | None) -> dict[str, TensorLocation]:
+        """Find every draft tensor SGLang would load, and every way the index or a shard misleads it."""
+        on_disk = {name for name in files if name.endswith(".safetensors")}
+        located: dict[str, TensorLocation] = {}
+        if scan is None:
+            loaded = sorted(on_disk)  # no index: SGLang loads every .safetensors file
+            unindexed: list[str] = []
+            others: set[str] = set()
+        else:
+            referenced = scan.referenced
+            missing_files = sorted(referenced - on_disk)
+            if missing_files:
+                self.problem("index-missing-shard",
+                             f"{INDEX_FILE} names {len(missing_files)} shard file(s) that do not exist: "
+                             f"{_names(missing_files)} (SGLang refuses to load this checkpoint)",
+                             file=INDEX_FILE)
+            loaded = sorted({scan.weight_map[name] for name in scan.draft_names} & on_disk)
+            unindexed = sorted(on_disk - referenced)
+            # every other shard of a local checkpoint gets the integrity test (a Hub file is what was uploaded)
+            others = (referenced & on_disk) - set(loaded) if self.integrity and not self.source.is_remote else set()
+        full = set(loaded) | set(unindexed) | (others if self.all_headers else set())
+        shards = self._read_shards(files, full, others - full, scan)
+
+        for name in loaded:
+            header = shards[name].header
+            if header is None:
+                continue
+            if scan is not None:
+                self._cross_check_index(name, header, scan)
+            for tensor, entry in header.tensors.items():
+                if tensor.startswith(prefix):
+                    located[tensor] = TensorLocation(name, entry, header.data_start)
+        for name in sorted(others & full):  # --all-headers: names checked against the index too
+            header = shards[name].header
+            if header is not None and scan is not None:
+                self._cross_check_index(name, header, scan)
+
+        for shard in unindexed:
+            header = shards[shard].header
+            if header is None:
+                continue
+            draft_names = [n for n in header.tensors if n.startswith(prefix)]
+            if family.loads_unindexed_mtp_file and shard == "mtp.safetensors" and draft_names:
+                for name in draft_names:
+                    located.setdefault(name, TensorLocation(shard, header.tensors[name], header.data_start))
+                self.problem("unindexed-shard",
+                             f"{shard} holds {len(draft_names)} draft tensors but is not in {INDEX_FILE}; "
+                             "SGLang 0.5.23 appends it for this architecture, other loaders may not",
+                             "warning", shard)
+            elif draft_names:
+                self.problem("unindexed-shard",
+                             f"{shard} holds {len(draft_names)} draft-layer tensors but is not named in "
+                             f"{INDEX_FILE}, so SGLang silently ignores it (e.g. {_names(draft_names)})",
+                             "error", shard)
+            else:
+                self.problem("unindexed-shard",
+                             f"{shard} is not named in {INDEX_FILE}; SGLang will not load it", "warning", shard)
+
+        if scan is not None and index is not None and not self.source.is_remote:
+            self._check_total_size(index, scan, shards, on_disk)
+        return located
+
+    def _cross_check_index(self, shard: str, header: ShardHeader, scan: _IndexScan) -> None:
+        weight_map = scan.weight_map
+        here = sum(1 for name in header.tensors if weight_map.get(name) == shard)
+        if here != scan.count_in(shard):  # the index places more tensors here than the header holds
+            absent = sorted(name for name in scan.names_in(shard) if name not in header.tensors)
+            self.problem("index-tensor-not-in-shard",
+                         f"{INDEX_FILE} places {len(absent)} tensor(s) in {shard} that its header does not "
+                         f"contain: {_names(absent)}", file=shard)
+        extra = sorted(name for name in header.tensors if name not in weight_map)
+        if extra:
+            self.problem("tensor-not-in-index",
+                         f"{shard} contains {len(extra)} tensor(s) missing from {INDEX_FILE}: {_names(extra)} "
+                         "(SGLang still loads them, other tools may not)", "warning", shard)
+
+    def _check_total_size(self, index: dict[str, Any], scan: _IndexScan, shards: dict[str, _Shard],
+                          on_disk: set[str]) -> None:
+        """metadata.total_size should equal the tensor payload bytes (HF's convention)."""
+        metadata = index.get("metadata")
+        if metadata is None:
+            return
+        if not isinstance(metadata, dict):
+            self.problem("total-size-mismatch",
+                         f"{INDEX_FILE} metadata is a JSON {type(metadata).__name__}, not an object; SGLang "
+                         "ignores it, other tools may not (rewrite it as {\"total_size\": <bytes>})",
+                         "warning", INDEX_FILE)
+            return
+        declared = metadata.get("total_size")
+        referenced = scan.referenced
+        if declared is None or not referenced <= on_disk:
+            return  # a missing shard is already an error of its own
+        payloads = [shards[name].payload for name in referenced if name in shards]
+        if len(payloads) != len(referenced) or None in payloads:
+            return  # a damaged shard is already reported by name; its size proves nothing more
+        actual = sum(p for p in payloads if p is not None)
+        if isinstance(declared, bool) or not isinstance(declared, int) or declared != actual:
+            self.problem("total-size-mismatch",
+                         f"{INDEX_FILE} metadata.total_size is {_short(declared)} but the shards, all intact, "
+                         f"hold {actual:,} bytes of tensor data: the index was not updated when shards were "
+                         "added or replaced. SGLang ignores total_size; to silence this, set it to "
+                         f"{actual}", "warning", INDEX_FILE)
+
+    # ------------------------------------------------------------------ completeness
+
+    def _compare(self, report: InspectionReport, prefix: str, expected: list[LayerTensor],
+                 found: dict[str, Any]) -> None:
+        dtypes = {name: entry.dtype for name, entry in found.items()}
+        per_module: dict[str, Precision] = {}
+        for tensor in expected:
+            if tensor.linear:
+                precision = module_precision(tensor.module, dtypes)
+                if precision is not None:
+                    per_module[tensor.module] = precision
+        layer_precision = overall_precision(per_module) if per_module else None
+        report.draft_precision = layer_precision
+
+        wanted: dict[str, TensorSpec] = {}
+        optional: set[str] = set()
+        fallback: Precision = layer_precision if layer_precision in ("nvfp4", "fp8") else "bf16"
+        for tensor in expected:
+            precision: Precision = per_module.get(tensor.module, "bf16") if tensor.linear else "bf16"
+            if tensor.linear and tensor.module not in per_module and _quantized_group(tensor, per_module):
+                precision = fallback  # missing expert of a quantized layer: expect its quantized form
+            for spec in quantized_form(tensor, precision):
+                wanted[spec.name] = spec
+                if precision in OPTIONAL_SUFFIXES and spec.name.rsplit(".", 1)[-1] in OPTIONAL_SUFFIXES[precision]:
+                    optional.add(spec.name)
+
+        missing = sorted((n for n in wanted if n not in found and n not in optional), key=_natural)
+        unexpected = sorted((n for n in found if n not in wanted), key=_natural)
+        report.expected_tensors = len(wanted) - len(optional - found.keys())
+        report.found_tensors = len(found)
+        report.missing = [prefix + n for n in missing]
+        report.unexpected = [prefix + n for n in unexpected]
+
+        if not found:
+            self.problem("draft-layer-missing",
+                         f"config.json declares {report.config.get('num_nextn_predict_layers')} NextN layer(s) but "
+                         f"the checkpoint holds no {prefix}* tensors that SGLang would load "
+                         f"(0 of {report.expected_tensors}); SGLang 0.5.23 would serve drafts from "
+                         "uninitialised memory without an error")
+            return
+        if missing:
+            self.problem("draft-layer-incomplete",
+                         f"{prefix}* has {len(found)} tensors; {len(missing)} of {report.expected_tensors} expected "
+                         f"are missing: {_names(report.missing)}")
+        if unexpected:
+            self.problem("unexpected-tensor",
+                         f"{len(unexpected)} {prefix}* tensor(s) that this architecture does not have: "
+                         f"{_names(report.unexpected)}", "warning")
+
+        bad_shapes, bad_dtypes = [], []
+        for name, spec in wanted.items():
+            entry = found.get(name)
+            if entry is None:
+                continue
+            if tuple(entry.shape) != tuple(spec.shape):
+                bad_shapes.append(f"{prefix}{name} {list(entry.shape)} (config says {list(spec.shape)})")
+            if entry.dtype != spec.dtype and not (spec.dtype == "BF16" and entry.dtype in ("F16", "F32")
+                                                   and not name.endswith("correction_bias")):
+                bad_dtypes.append(f"{prefix}{name} {entry.dtype} (expected {spec.dtype})")
+        if bad_shapes:
+            self.problem("shape-mismatch", f"{len(bad_shapes)} tensor(s) disagree with config.json: "
+                                           f"{_names(bad_shapes)}")
+        if bad_dtypes:
+            self.problem("dtype-mismatch", f"{len(bad_dtypes)} tensor(s) have an unexpected dtype: "
+                                           f"{_names(bad_dtypes)}")
+
+    # ------------------------------------------------------------------ quantization
+
+    def _check_quant(self, report: InspectionReport, decl: QuantDeclaration, prefix: str,
+                     expected: Iterable[LayerTensor], found: dict[str, Any]) -> None:
+        precision = report.draft_precision
+        if precision is None:
+            return
+        if precision in ("mixed", "unknown"):
+            self.problem("draft-precision-unsupported",
+                         f"the draft layer mixes storage formats ({precision}); neither SGLang 0.5.23 nor the "
+                         "glm_mtp plugin can build one quant config for it. Graft a uniform layer with --force.")
+        elif precision != "bf16" and decl.is_modelopt and decl.precision == "nvfp4":
+            if precision == "nvfp4":
+                self.problem("draft-precision-unsupported",
+                             "the draft layer is stored NVFP4; stock SGLang 0.5.23 forces the NextN draft "
+                             "unquantized under modelopt_fp4 and fails on its U8 weights. The glm_mtp plugin "
+                             "builds it with modelopt_fp4 and makes it work.", "warning")
+            else:
+                self.problem("draft-precision-unsupported",
+                             f"the draft layer is stored {precision.upper()} under an NVFP4 target; stock SGLang "
+                             "0.5.23 builds it unquantized and fails to load it. The glm_mtp plugin builds it with "
+                             "the FP8 config and makes it work.", "warning")
+        if not decl.quantizes:
+            return
+        modules = sorted({t.module for t in expected if t.linear and f"{t.module}.weight" in found})
+        dtypes = {n: e.dtype for n, e in found.items()}
+        wrong_bf16 = [m for m in modules if module_precision(m, dtypes) == "bf16"
+                      and not decl.is_excluded(prefix + m)]
+        wrong_quant = [m for m in modules if module_precision(m, dtypes) in ("nvfp4", "fp8")
+                       and decl.is_excluded(prefix + m)]
+        where = f"{decl.source} {decl.exclude_key or 'exclude list'}"
+        severity = "warning" if decl.is_modelopt else "error"
+        if wrong_bf16:
+            self.problem("quant-config-mismatch",
+                         f"{len(wrong_bf16)} draft module(s) are stored BF16 but {where} would quantize them "
+                         f"({_names([prefix + m for m in wrong_bf16])}); add \"{prefix[:-1]}*\" to it",
+                         severity, decl.source)
+        if wrong_quant:
+            self.problem("quant-config-mismatch",
+                         f"{len(wrong_quant)} draft module(s) are stored quantized but {where} excludes them "
+                         f"({_names([prefix + m for m in wrong_quant])})", severity, decl.source)
+
+
+def _expected(family: ModelFamily, cfg: Config, standalone: bool) -> Iterable[LayerTensor]:
+    """The draft tensors config.json implies (built after the cheap verdicts: unreadable, not applicable)."""
+    skip = ("embed_tokens.weight", "shared_head.head.weight") if standalone else ()  # as SGLang's export drops
+    return (t for t in family.draft_tensors(cfg) if t.name not in skip)
+
+
+def _target_precision(decl: QuantDeclaration, scan: _IndexScan | None) -> Precision:
+    kinds: set[Precision] = set()
+    if scan is not None:
+        kinds |= {"nvfp4" if s == ".weight_scale_2" else "fp8" for s in scan.quant_suffixes}
+    if not kinds and decl.quantizes:
+        kinds.add(decl.precision)
+    if len(kinds) > 1:
+        return "mixed"
+    return kinds.pop() if kinds else "bf16"
+
+
+def _quantized_group(tensor: LayerTensor, per_module: dict[str, Precision]) -> bool:
+    """Is ``tensor`` an expert linear in a layer whose experts are stored quantized?"""
+    return ".experts." in tensor.name and any(".experts." in m and p != "bf16" for m, p in per_module.items())
+
+
+def _status(problems: list[Problem]) -> str:
+    codes = {p.code for p in problems if p.severity == "error"}
+    if codes & DAMAGE_CODES:
+        return "invalid"  # the layer may well be there; the files around it are broken
+    if "draft-layer-missing" in codes:
+        return "missing"
+    if "draft-layer-incomplete" in codes:
+        return "incomplete"
+    return "invalid" if codes else "ready"
+
+
+def _remedy(report: InspectionReport, family: ModelFamily, source: CheckpointSource, config: dict[str, Any],
+            quant: Any) -> str | None:
+    if report.status == "ready" or report.status == "not-applicable":
+        return None
+    codes = {p.code for p in report.errors()}
+    if report.status == "invalid" and codes & DAMAGE_CODES:
+        return "re-download the damaged or missing shard(s) named above, then run sglang-glm-mtp check again"
+    from .provenance import base_model  # only a failed check pays for the model-card parser
+
+    named = base_model(source, config, quant)
+    into = source.display
+    local = f"./{source.display.split('/')[-1]}" if source.is_remote else into
+    force = "" if report.status == "missing" else " --force"
+    if named is not None:
+        graft = f"sglang-glm-mtp graft --from {named.repo_id} --into {local}{force}"
+        why = f" ({named.repo_id} is the release {named.where} names)"
+    else:
+        graft = f"sglang-glm-mtp graft --from <BF16 release> --into {local}{force}"
+        known = f"; {family.name} releases: {', '.join(family.releases)}" if family.releases else ""
+        why = (f" with <BF16 release> the exact unquantized release this checkpoint was quantized from (its files do "
+               f"not say which{known}); a draft layer from another release loads and drafts the wrong tokens")
+    if source.is_remote:
+        graft = f"hf download {source.display} --local-dir {local} && {graft}"
+    if report.status == "invalid" and "unindexed-shard" in codes:
+        return f"add the shard to {INDEX_FILE}, or re-graft the layer: {graft}{why}"
+    if report.status == "invalid":
+        return f"re-graft the draft layer: {graft}{why}"
+    return graft + why
+
+
+def _names(names: Iterable[str]) -> str:
+    names = list(names)
+    shown = ", ".join(names[:NAMES_IN_MESSAGE])
+    return shown + (f", … (+{len(names) - NAMES_IN_MESSAGE} more)" if len(names) > NAMES_IN_MESSAGE else "")
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _natural(name: str) -> tuple[Any, ...]:
+    """Sort expert 2 before expert 10."""
+    return tuple((0, int(part), "") if part.isdigit() else (1, 0, part) for part in name.split("."))
