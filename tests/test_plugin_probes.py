@@ -36,10 +36,10 @@ def test_preflight_turns_any_failure_into_one_warning(tmp_path: Path, monkeypatc
     ready = synthetic.tiny_pair(tmp_path, target_has_draft=True).target
     assert preflight.run_preflight(str(ready), None, GLM).status == "ready"
 
-    def explode(_source: object) -> None:
+    def explode(_source: object, **_kw: object) -> None:
         raise TypeError("a bug in the plugin")
 
-    monkeypatch.setattr(preflight, "inspect", explode)
+    monkeypatch.setattr(preflight, "inspect_checkpoint", explode)
     with caplog.at_level(logging.WARNING):
         assert preflight.run_preflight(str(ready), None, GLM) is None
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]

@@ -13,8 +13,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from ..checkpoint.families import family_for
-from ..checkpoint.inspection import inspect_checkpoint as inspect
+from ..checkpoint.inspection import inspect_checkpoint
 from ..checkpoint.report import InspectionReport
+from ..checkpoint.source import CheckpointSource
 from ..errors import CheckpointUnreadable
 from . import settings
 from .draft_source import open_draft_source
@@ -90,12 +91,12 @@ def _judge(draft_path: str, revision: str | None) -> PreflightResult | None:
                        "will verify it", draft_path, found.why)
         return None
     logger.info("glm_mtp: preflight reads %s from %s", draft_path, found.why)
-    report = inspect(found.source)
+    report = inspect_draft(found.source)
     if report.status not in ("ready", "not-applicable") and found.hub is not None:
         # A complete cache may hold an older revision than the one SGLang is about to fetch: confirm on the Hub.
         logger.info("glm_mtp: the cached snapshot of %s is %s; confirming on the Hub", draft_path, report.status)
         try:
-            report = inspect(found.hub)
+            report = inspect_draft(found.hub)
         except CheckpointUnreadable as exc:
             logger.warning("glm_mtp: the cached snapshot of %s is %s, but the Hub cannot confirm it (%s); "
                            "starting, the post-load coverage check will verify the draft",
@@ -110,6 +111,12 @@ def _judge(draft_path: str, revision: str | None) -> PreflightResult | None:
         return PreflightResult.from_report(report)
     error = DraftLayerMissingError if report.status in ("missing", "incomplete") else DraftCheckpointError
     raise error(format_refusal(report))
+
+
+def inspect_draft(source: CheckpointSource) -> InspectionReport:
+    """The draft layer alone: shards that do not hold it are SGLang's loader's to judge (safetensors refuses a
+    truncated file itself), and reading every shard's header would cost the launch time the preflight must not."""
+    return inspect_checkpoint(source, integrity=False)
 
 
 def format_refusal(report: InspectionReport) -> str:
