@@ -1,6 +1,6 @@
 """``graft`` and ``extract`` sub-commands: argument parsing, the progress bar and the printed reports.
 
-The library (graft.py, extract.py, copying.py) only logs; everything the user reads is
+The library (the graft package and extract.py) only logs; everything the user reads is
 printed here. Exit codes follow cli.py: 0 done (or a feasible dry run), 1 refused or
 failed (TARGET untouched), 2 unusable input.
 """
