@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -48,14 +49,30 @@ def allocated_bytes(path: Path) -> int:
         return 0
 
 
-def finalize_space(plan: GraftPlan, small_bytes: int) -> None:
-    """Bytes still to be allocated in the destination, against the free space there.
+def json_file_size(doc: object) -> int:
+    """Bytes of ``doc`` as the commit writes it (indent 2, ASCII, trailing newline)."""
+    return len(json.dumps(doc, indent=2)) + 1
 
-    JSON files count three times in the space check (compact size, indentation, backup).
+
+def backup_bytes(plan: GraftPlan) -> int:
+    """Backups the in-place commit writes: a copy of each edited file, unless one is already there."""
+    total = 0
+    for edit in plan.config_edits:
+        if edit.backup and not (plan.dest / edit.backup).exists():
+            with contextlib.suppress(OSError):
+                total += (plan.dest / edit.file).stat().st_size
+    return total
+
+
+def finalize_space(plan: GraftPlan, small_bytes: int) -> None:
+    """Bytes still to write in the destination, and the space they need against what is free there.
+
+    ``bytes_to_write`` is what the run adds to the disk: new shards (less what an earlier
+    run verified), the JSON files as written, their backups and the small files copied.
+    ``needed_bytes`` counts the shards' not-yet-allocated blocks instead, plus a margin.
     """
-    json_bytes = sum(len(json.dumps(e.document)) for e in plan.config_edits)
-    extra_bytes = small_bytes + json_bytes
-    needed = small_bytes + 3 * json_bytes + SPACE_MARGIN
+    meta_bytes = small_bytes + sum(json_file_size(e.document) for e in plan.config_edits) + backup_bytes(plan)
+    needed = meta_bytes + SPACE_MARGIN
     for shard in plan.shards:
         if shard.resume == "final":
             continue
@@ -63,5 +80,5 @@ def finalize_space(plan: GraftPlan, small_bytes: int) -> None:
     plan.needed_bytes = needed
     plan.free_bytes = free_space(plan.dest)
     plan.bytes_reusable = sum(s.reusable_bytes for s in plan.shards)
-    plan.bytes_to_write = sum(s.size for s in plan.shards) - plan.bytes_reusable + extra_bytes
+    plan.bytes_to_write = sum(s.size for s in plan.shards) - plan.bytes_reusable + meta_bytes
     plan.bytes_to_read = sum(s.payload for s in plan.shards) - plan.bytes_reusable
