@@ -56,6 +56,8 @@ def format_plan(plan: GraftPlan) -> str:
                                      f"{plan.draft_precision}"))
     if plan.target_status:
         lines.append(_row("target now", plan.target_status))
+    if plan.lineage is not None:
+        lines.append(_row("lineage", _lineage_line(plan.lineage)))
     lines.append(_row("read", f"{len(plan.source_ranges)} SOURCE shard(s), these byte ranges:"))
     for shard, spans in plan.source_ranges.items():
         shown = ", ".join(f"[{a:,}, {b:,})" for a, b in spans[:4]) + (f", … (+{len(spans) - 4})" if len(spans) > 4 else "")
@@ -88,6 +90,16 @@ def format_plan(plan: GraftPlan) -> str:
                       + ("" if plan.enough_space else "  <- NOT ENOUGH")))
     lines += [_row("note", n) for n in plan.notes]
     return "\n".join(lines)
+
+
+def _lineage_line(doc: dict[str, Any]) -> str:
+    compared, differing = len(doc["compared"]), len(doc["differing"])
+    read = sum(doc["bytes_read"].values())
+    if doc["verdict"] == "not-comparable":
+        return f"NOT CHECKED: no tensor both store unquantized ({human_bytes(read)} read)"
+    state = "same release" if doc["verdict"] == "same-release" else f"OTHER RELEASE ({differing} differ)"
+    return (f"{state}: {compared} unquantized tensors compared, {human_bytes(doc['compared_bytes_each_side'])} "
+            f"each side, {human_bytes(read)} read")
 
 
 def format_report(report: GraftReport) -> str:
@@ -166,7 +178,8 @@ def _graft(args: argparse.Namespace) -> int:
     from .graft import plan_graft
 
     plan = plan_graft(args.source, args.target, out=args.out, overlay_only=args.overlay_only, force=args.force,
-                      max_shard_size=parse_size(args.max_shard_size), layer=args.layer, endpoint=args.endpoint)
+                      max_shard_size=parse_size(args.max_shard_size), layer=args.layer, endpoint=args.endpoint,
+                      allow_other_release=args.allow_other_release)
     return _run(plan, args, "graft")
 
 
@@ -199,6 +212,9 @@ def _register(sub: Any) -> None:
     graft.add_argument("--layer", type=int, default=None, metavar="N",
                        help="the draft layer you expect (model.layers.N); refuses if the checkpoints say otherwise")
     graft.add_argument("--force", action="store_true", help="replace a draft layer that is already complete")
+    graft.add_argument("--allow-other-release", action="store_true",
+                       help="graft even though the tensors SOURCE and TARGET both store unquantized differ (SOURCE "
+                            "is not the release TARGET was quantized from); for deliberate cross-release grafts")
     graft.add_argument("--dry-run", action="store_true",
                        help="print the plan (byte ranges, bytes to read and write, files, config edits); write nothing")
     graft.add_argument("--json", action="store_true", help="machine-readable plan and result on stdout")

@@ -7,6 +7,7 @@ names, the new index, the config edits, the overlay's links and small files.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from dataclasses import dataclass, field
@@ -23,11 +24,14 @@ from ..errors import GraftError, UsageError
 from .checks import check_compatible, check_target_status, local_dir, open_source, source_report
 from .commit import aside_name, finish_plan, interrupted_commit
 from .configs import quant_edits, read_json_file
+from .lineage import OPT_OUT_FLAG, LineageReport, compare_lineage
 from .records import (BACKUP_SUFFIX, CONFIG_FILE, DEFAULT_MAX_SHARD_SIZE, QUANT_FILE, ConfigEdit, Displaced, GraftPlan,
                       Mode, NewShard, TensorCopy, layer_prefix)
 from .shards import (TargetShard, choose_names, draft_shard_name, file_identity, merged_ranges, read_journal,
                      scan_target, split_like_hf)
 from .space import check_out_dir, finalize_space, small_files
+
+logger = logging.getLogger(__name__)
 
 Identity = dict[tuple[str, str], tuple[int, int]]
 
@@ -182,6 +186,21 @@ def _config_edits(target_dir: Path, mode: Mode, layer: int, draft_precision: str
     return edits
 
 
+def _check_lineage(target_dir: Path, src: CheckpointSource, allow_other_release: bool,
+                   notes: list[str]) -> LineageReport:
+    """Refuse a SOURCE whose unquantized tensors differ from TARGET's, unless deliberately allowed."""
+    report = compare_lineage(LocalCheckpoint(target_dir), src)
+    if report.verdict == "other-release":
+        if not allow_other_release:
+            raise GraftError(report.refusal())
+        notes.append(f"{OPT_OUT_FLAG}: SOURCE is another release ({report.summary()})")
+        logger.warning("grafting across releases (%s): %s", OPT_OUT_FLAG, report.summary())
+    elif report.verdict == "not-comparable":
+        notes.append(f"lineage not checked: {report.summary()}")
+        logger.warning("cannot confirm SOURCE is TARGET's release: %s", report.summary())
+    return report
+
+
 def _resolve(source: str | CheckpointSource, target: str | Path, out: str | Path | None, overlay_only: bool,
              endpoint: str | None) -> tuple[CheckpointSource, Path, Path, Mode]:
     """Usage checks on the paths; opens SOURCE. Returns (source, target dir, destination, mode)."""
@@ -219,8 +238,13 @@ def _reports(src: CheckpointSource, target_dir: Path, force: bool,
 
 def plan_graft(source: str | CheckpointSource, target: str | Path, *, out: str | Path | None = None,
                overlay_only: bool = False, force: bool = False, max_shard_size: int | None = DEFAULT_MAX_SHARD_SIZE,
-               layer: int | None = None, endpoint: str | None = None) -> GraftPlan:
-    """Check SOURCE and TARGET and work out every byte range, file and config edit. Reads only metadata."""
+               layer: int | None = None, endpoint: str | None = None, allow_other_release: bool = False) -> GraftPlan:
+    """Check SOURCE and TARGET and work out every byte range, file and config edit.
+
+    Reads metadata, plus a bounded sample of the tensors both store unquantized to prove
+    SOURCE is TARGET's own release (``lineage``); ``allow_other_release`` turns a
+    mismatch into a note.
+    """
     src, target_dir, dest, mode = _resolve(source, target, out, overlay_only, endpoint)
     finished = interrupted_commit(dest)
     if finished is not None:
@@ -230,6 +254,7 @@ def plan_graft(source: str | CheckpointSource, target: str | Path, *, out: str |
     assert draft_layer is not None
     prefix = layer_prefix(family, draft_layer)
     notes: list[str] = []
+    lineage = _check_lineage(target_dir, src, allow_other_release, notes)
 
     # what is in TARGET now
     files = LocalCheckpoint(target_dir).list_files()
@@ -282,6 +307,7 @@ def plan_graft(source: str | CheckpointSource, target: str | Path, *, out: str |
         config_edits=edits, index=index.document, index_entries_before=entries_before,
         index_entries_after=index.entries, total_size_before=index_meta.get("total_size"),
         total_size_after=index.total_size, displaced=moved.displaced, links=links, small_files=smalls,
-        target_status=tgt_report.status, notes=notes, source_obj=src, target_dir=target_dir)
+        target_status=tgt_report.status, notes=notes, source_obj=src, target_dir=target_dir,
+        lineage=lineage.to_dict())
     finalize_space(plan, sum(files[n] for n in smalls))
     return plan

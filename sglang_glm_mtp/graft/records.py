@@ -148,6 +148,8 @@ class GraftPlan:
     notes: list[str] = field(default_factory=list)
     finish_only: bool = False
     pending_moves: list[tuple[str, str]] = field(default_factory=list)
+    #: what the lineage check compared (``LineageReport.to_dict()``), None when not run
+    lineage: dict[str, Any] | None = None
     #: not serialised: the opened source, the target dir, resolved paths of small files and links
     source_obj: CheckpointSource | None = field(default=None, repr=False)
     target_dir: Path | None = field(default=None, repr=False)
@@ -174,6 +176,7 @@ class GraftPlan:
             "bytes_to_write": self.bytes_to_write, "bytes_reusable": self.bytes_reusable,
             "free_bytes": self.free_bytes, "needed_bytes": self.needed_bytes, "enough_space": self.enough_space,
             "target_status": self.target_status, "finish_only": self.finish_only, "notes": self.notes,
+            "lineage": self.lineage,
         }
 
 
