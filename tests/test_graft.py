@@ -15,7 +15,7 @@ from sglang_glm_mtp.checkpoint import inspect
 from sglang_glm_mtp.checkpoint.writer import atomic_write_json
 from sglang_glm_mtp.cli import main
 from sglang_glm_mtp.errors import UsageError
-from sglang_glm_mtp.graft import DEFAULT_MAX_SHARD_SIZE, execute, parse_size, plan_graft
+from sglang_glm_mtp.graft import DEFAULT_MAX_SHARD_SIZE, checksum, execute, parse_size, plan_graft
 
 LAYER4 = "model.layers.4."
 
@@ -56,7 +56,7 @@ def test_glm_in_place(tmp_path: Path, quant_format: str, capsys: pytest.CaptureF
 
     assert main(["graft", "--from", str(pair.original), "--into", str(pair.target)]) == 0
     out = capsys.readouterr().out
-    assert "check:        READY" in out and "35 tensor(s) CRC32-hashed while copying" in out
+    assert "check:        READY" in out and f"35 tensor(s) {checksum.NAME.upper()}-hashed while copying" in out
 
     _assert_grafted(pair.original, pair.target)
     after = index_of(pair.target)

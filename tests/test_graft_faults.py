@@ -22,7 +22,7 @@ from graft_helpers import snapshot, tensor_bytes, visible
 from sglang_glm_mtp import synthetic
 from sglang_glm_mtp.graft import commit as graft_commit
 from sglang_glm_mtp.graft import run as graft_run
-from sglang_glm_mtp.graft import copying, readers, records, space
+from sglang_glm_mtp.graft import checksum, copying, readers, records, space
 from sglang_glm_mtp.checkpoint import inspect
 from sglang_glm_mtp.cli import main
 from sglang_glm_mtp.errors import GraftError
@@ -393,3 +393,86 @@ def test_remote_http_errors(glm_pair: synthetic.SyntheticPair, isolated_hf: None
         hub.fail_with_status(REPO, SHARD6, status=403, times=1, methods=("GET",))
         with pytest.raises(GraftError, match="HTTP 403"):
             execute(plan)  # other 4xx are not
+
+
+# ----------------------------------------------------------------------------- copy streams and checksums
+
+
+@pytest.fixture
+def many_streams(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tiny layers copied as several concurrent streams, as big local ones are."""
+    monkeypatch.setattr(copying, "MIN_STREAM_BYTES", 1)
+
+
+def test_concurrent_streams_copy_every_byte(glm_pair: synthetic.SyntheticPair, many_streams: None) -> None:
+    plan = plan_graft(str(glm_pair.original), glm_pair.target)
+    pieces = [copying.Piece(t.name, f"{t.origin}:{t.shard}", t.src_offset, plan.shards[0].offsets[t.name], t.nbytes)
+              for t in plan.shards[0].tensors]
+    from sglang_glm_mtp.graft.readers import open_readers
+    readers = open_readers(plan)
+    try:
+        groups = copying.split_streams(pieces, readers)
+    finally:
+        for reader in readers.values():
+            reader.close()
+    assert len(groups) == copying.STREAMS and [p for g in groups for p in g] == pieces  # contiguous, in order
+    report = execute(plan)
+    assert report.ok and report.shards[0].verified_tensors == 35
+    _assert_done(glm_pair.original, glm_pair.target)
+
+
+def test_concurrent_streams_catch_wrong_bytes(glm_pair: synthetic.SyntheticPair, many_streams: None,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """One stream's bad write stops every stream; nothing is committed."""
+    real = os.pwrite
+
+    def flip(fd: int, data: memoryview, offset: int) -> int:
+        data = bytearray(data)
+        data[-1] ^= 0xFF
+        return real(fd, bytes(data), offset)
+    monkeypatch.setattr(copying, "_copy_file_range", None)
+    monkeypatch.setattr(copying, "_pwrite", flip)
+    before = snapshot(glm_pair.target)
+    with pytest.raises(GraftError, match="verification failed for model.layers.4.* source bytes hash to"):
+        execute(plan_graft(str(glm_pair.original), glm_pair.target))
+    _assert_intact(glm_pair.target, before)
+
+
+def test_crc32_fallback_without_xxhash(glm_pair: synthetic.SyntheticPair, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without xxhash, CRC32 verifies (and catches a bad write) just the same."""
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_xxhash(name: str, *args: object, **kwargs: object) -> object:
+        if name == "xxhash":
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)  # type: ignore[arg-type]
+    monkeypatch.setattr(builtins, "__import__", no_xxhash)
+    name, new = checksum._pick()
+    monkeypatch.undo()
+    assert name == "crc32"
+    monkeypatch.setattr(checksum, "NAME", name)
+    monkeypatch.setattr(copying, "new_hasher", new)
+    report = execute(plan_graft(str(glm_pair.original), glm_pair.target))
+    assert report.ok and report.verification["hash"] == "crc32"
+    _assert_done(glm_pair.original, glm_pair.target)
+
+
+def test_journal_of_another_checksum_is_not_reused(glm_pair: synthetic.SyntheticPair,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A partial verified with CRC32 is re-copied, not compared with xxh3 digests (or vice versa)."""
+    def die_on_index(tmp: str, path: Path) -> None:
+        raise KeyboardInterrupt
+    monkeypatch.setattr(graft_commit, "_commit_index", die_on_index)
+    monkeypatch.setattr(checksum, "NAME", "crc32")
+    monkeypatch.setattr(copying, "new_hasher", checksum._Crc32)
+    with pytest.raises(KeyboardInterrupt):
+        execute(plan_graft(str(glm_pair.original), glm_pair.target))
+    monkeypatch.undo()
+    monkeypatch.setattr(checksum, "NAME", "other")  # whatever runs next is not crc32
+    plan = plan_graft(str(glm_pair.original), glm_pair.target)
+    assert plan.bytes_reusable == 0
+    report = execute(plan)
+    assert report.ok and report.bytes_reused == 0 and report.shards[0].verified_tensors == 35
+    _assert_done(glm_pair.original, glm_pair.target)

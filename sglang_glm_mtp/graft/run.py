@@ -11,6 +11,7 @@ from typing import Any, Iterator
 
 from ..checkpoint.writer import INDEX_FILE, make_temp
 from ..errors import GraftError
+from . import checksum
 from .commit import commit, finish
 from .readers import open_readers
 from .records import LOCK_FILE, GraftPlan, GraftReport, ShardResult
@@ -102,7 +103,7 @@ def execute(plan: GraftPlan, *, progress: ProgressFn | None = None) -> GraftRepo
             raise io_error(exc, dest, "committing the result") from None
         finish(plan, report)
         report.verification = {
-            "hash": "crc32",
+            "hash": checksum.NAME,
             "tensors_hashed_while_copying": sum(r.verified_tensors for r in report.shards),
             "tensors_rehashed_from_written_file": sum(r.verified_tensors for r in report.shards),
             "tensors_reused_after_rehash": sum(r.reused_tensors for r in report.shards),

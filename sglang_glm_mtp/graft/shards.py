@@ -18,6 +18,7 @@ from ..checkpoint.safetensors_format import (PREFIX_BYTES, HeaderError, ShardHea
                                             parse_length_prefix, read_header)
 from ..checkpoint.source import CheckpointSource
 from ..errors import GraftError
+from . import checksum
 from .records import NewShard, TensorCopy, journal_path, partial_path
 
 
@@ -112,7 +113,8 @@ def read_journal(dest: Path, name: str) -> dict[str, Any] | None:
 def resume_state(dest: Path, shard: NewShard) -> tuple[str | None, int]:
     """What an earlier run of the same plan left: a finished file or a partial, and its verified bytes."""
     journal = read_journal(dest, shard.name)
-    if journal is None or journal.get("fingerprint") != shard.fingerprint:
+    if journal is None or journal.get("fingerprint") != shard.fingerprint or \
+            journal.get("checksum", "crc32") != checksum.NAME:
         return None, 0
     verified = sum(t.nbytes for t in shard.tensors if t.name in journal["tensors"])
     if (dest / shard.name).is_file():

@@ -16,7 +16,8 @@ from typing import Any, Callable, Mapping
 
 from ..checkpoint.writer import atomic_write_json
 from ..errors import GraftError
-from .copying import HASH_CHUNK, Piece, copy_pieces, crc_range
+from . import checksum
+from .copying import HASH_CHUNK, Piece, copy_parallel, hash_range
 from .readers import RangeReader
 from .records import JOURNAL_EVERY_BYTES, JOURNAL_EVERY_S, GraftPlan, NewShard, ShardResult, journal_path, partial_path
 from .shards import read_journal
@@ -33,12 +34,13 @@ class _Journal:
     def __init__(self, dest: Path, shard: NewShard, tensors: dict[str, int] | None = None) -> None:
         self.path = journal_path(dest, shard.name)
         self.doc: dict[str, Any] = {"version": 1, "final": shard.name, "fingerprint": shard.fingerprint,
+                                    "checksum": checksum.NAME,
                                     "complete": False, "tensors": dict(tensors or {})}
         self._last = time.monotonic()
         self._bytes = 0
 
-    def record(self, name: str, crc: int, nbytes: int) -> None:
-        self.doc["tensors"][name] = crc
+    def record(self, name: str, digest: int, nbytes: int) -> None:
+        self.doc["tensors"][name] = digest
         self._bytes += nbytes
         if self._bytes >= JOURNAL_EVERY_BYTES or time.monotonic() - self._last >= JOURNAL_EVERY_S:
             self.flush()
@@ -68,7 +70,8 @@ def write_shard(plan: GraftPlan, shard: NewShard, readers: Mapping[str, RangeRea
     final, part = dest / shard.name, partial_path(dest, shard.name)
     journal_doc = read_journal(dest, shard.name)
     previous: dict[str, int] = {}
-    if journal_doc is not None and journal_doc.get("fingerprint") == shard.fingerprint:
+    if journal_doc is not None and journal_doc.get("fingerprint") == shard.fingerprint and \
+            journal_doc.get("checksum", "crc32") == checksum.NAME:  # digests of another function never match
         previous = {k: int(v) for k, v in journal_doc["tensors"].items()}
         if final.is_file() and not part.exists():
             os.replace(final, part)  # finished by an earlier run but never committed: re-verify it as a partial
@@ -100,7 +103,7 @@ def write_shard(plan: GraftPlan, shard: NewShard, readers: Mapping[str, RangeRea
         for t in shard.tensors:
             offset = shard.offsets[t.name]
             if t.name in previous and buf is not None and \
-                    crc_range(fd, offset, t.nbytes, buf, display=str(part)) == previous[t.name]:
+                    hash_range(fd, offset, t.nbytes, buf, display=str(part)).intdigest() == previous[t.name]:
                 journal.doc["tensors"][t.name] = previous[t.name]
                 result.reused_tensors += 1
                 stats["reused_bytes"] += t.nbytes
@@ -110,12 +113,12 @@ def write_shard(plan: GraftPlan, shard: NewShard, readers: Mapping[str, RangeRea
             todo.append(Piece(t.name, f"{t.origin}:{t.shard}", t.src_offset, offset, t.nbytes))
         journal.flush(False)
 
-        def verified(piece: Piece, crc: int) -> None:
-            journal.record(piece.name, crc, piece.nbytes)
+        def verified(piece: Piece, digest: int) -> None:
+            journal.record(piece.name, digest, piece.nbytes)
             result.verified_tensors += 1
 
         try:
-            outcome = copy_pieces(fd, str(part), todo, readers, progress=progress, verified=verified)
+            outcome = copy_parallel(fd, str(part), todo, readers, progress=progress, verified=verified)
         except BaseException:
             with contextlib.suppress(OSError):
                 journal.flush()  # keep what was verified for the re-run (not possible on kill -9: at most 1 s lost)
