@@ -99,7 +99,7 @@ def _lineage_line(doc: dict[str, Any]) -> str:
         return f"NOT CHECKED: no tensor both store unquantized ({human_bytes(read)} read)"
     state = "same release" if doc["verdict"] == "same-release" else f"OTHER RELEASE ({differing} differ)"
     return (f"{state}: {compared} unquantized tensors compared, {human_bytes(doc['compared_bytes_each_side'])} "
-            f"each side, {human_bytes(read)} read")
+            f"each side ({human_bytes(read)} read, both indexes included)")
 
 
 def format_report(report: GraftReport) -> str:

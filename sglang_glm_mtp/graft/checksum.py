@@ -4,9 +4,9 @@ It guards against I/O faults (short or misplaced writes, a connection that hands
 wrong bytes, a file changed underneath us), not against an adversary: the source itself
 is trusted. xxh3 hashes about 8 GB/s on one core here, zlib's CRC32 about 2 GB/s; both
 are run twice per byte (source and written bytes), so the faster one keeps verification
-well below the cost of the copy. ``xxhash`` is an optional dependency (the ``fast``
-extra; SGLang already depends on it); the journal records which checksum it holds, so a
-resumed run never compares values of two different functions.
+well below the cost of the copy. ``xxhash`` is optional (``pip install xxhash``; SGLang
+already depends on it); the journal records which checksum it holds, so a resumed run
+never compares values of two different functions.
 """
 
 from __future__ import annotations
