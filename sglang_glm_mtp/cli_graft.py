@@ -49,9 +49,8 @@ def format_plan(plan: GraftPlan) -> str:
              "extract": f"extract a standalone draft into {plan.dest}"}[plan.mode]
     lines = [_row("plan", title), _row("source", plan.source),
              _row("architecture", f"{plan.architecture} (family {plan.family})")]
-    layer = f"model.layers.{plan.draft_layer}"
-    if plan.output_layer != plan.draft_layer:
-        layer += f" -> model.layers.{plan.output_layer}"
+    draft, output = plan.layer_names
+    layer = draft + (f" -> {output}" if output != draft else "")
     lines.append(_row("draft layer", f"{layer}: {plan.draft_tensors} tensors, {plan.draft_bytes:,} bytes, "
                                      f"{plan.draft_precision}"))
     if plan.target_status:
@@ -104,8 +103,8 @@ def _lineage_line(doc: dict[str, Any]) -> str:
 
 def format_report(report: GraftReport) -> str:
     verb = "extracted" if report.mode == "extract" else "grafted"
-    layer = f"model.layers.{report.draft_layer}" + (
-        f" -> model.layers.{report.output_layer}" if report.output_layer != report.draft_layer else "")
+    draft, output = report.layer_names
+    layer = draft + (f" -> {output}" if output != draft else "")
     lines = [_row(verb, f"{layer} from {report.source}"), _row("output", f"{report.output} ({report.mode})")]
     for shard in report.shards:
         reuse = f", {shard.reused_tensors} reused" if shard.reused_tensors else ""

@@ -11,6 +11,7 @@ from ..checkpoint.inspect import inspect
 from ..checkpoint.report import InspectionReport
 from ..checkpoint.source import CheckpointSource, open_checkpoint
 from ..errors import CheckpointUnreadable, GraftError, UsageError
+from .records import layer_prefix
 
 #: target problems no graft can repair: the files must be re-downloaded first
 DAMAGE_CODES = ("corrupt-header", "truncated-shard", "index-missing-shard")
@@ -45,12 +46,12 @@ def source_report(source: CheckpointSource) -> tuple[InspectionReport, ModelFami
         raise GraftError(f"SOURCE {where} declares no NextN layer (num_nextn_predict_layers = 0) and cannot supply one")
     if report.standalone_draft:
         raise GraftError(f"SOURCE {where} is a standalone draft checkpoint (layer renamed to 0); graft needs the full "
-                         f"release that stores model.layers.N, e.g. {family.source_hint} (a standalone draft is used "
-                         "as it is, with --speculative-draft-model-path)")
+                         f"release that stores the draft layer at its own index, e.g. {family.source_hint} (a standalone "
+                         "draft is used as it is, with --speculative-draft-model-path)")
     layer = report.draft_layer
     if report.status == "missing":
-        raise GraftError(f"SOURCE {where} has no model.layers.{layer}.* tensors: it lacks the draft layer too. "
-                         f"Use the unquantized release, e.g. --from {family.source_hint}")
+        raise GraftError(f"SOURCE {where} has no {layer_prefix(family, layer or 0)}* tensors: it lacks the draft "
+                         f"layer too. Use the unquantized release, e.g. --from {family.source_hint}")
     if report.status == "incomplete":
         raise GraftError(f"SOURCE {where} has an incomplete draft layer ({len(report.missing)} of "
                          f"{report.expected_tensors} tensors missing, e.g. {report.missing[0]}); graft needs a "
@@ -106,7 +107,8 @@ def check_target_status(report: InspectionReport, force: bool) -> None:
         raise GraftError(f"TARGET {where} is damaged ({'; '.join(p.message for p in damaged)}); re-download the "
                          "files named, check it again, then graft")
     if report.status == "ready" and not force:
-        raise GraftError(f"TARGET {where} already has a complete draft layer (model.layers.{report.draft_layer}, "
+        raise GraftError(f"TARGET {where} already has a complete draft layer "
+                         f"({layer_prefix(family_for(report.architecture), report.draft_layer or 0)[:-1]}, "
                          f"{report.found_tensors} tensors, {report.draft_precision}); nothing to do. Pass --force to "
                          "replace it")
     if report.status == "invalid" and not force:

@@ -9,17 +9,19 @@ from typing import Any
 
 from ..checkpoint.quant_config import draft_exclude_pattern, is_layer_excluded
 from ..errors import CheckpointUnreadable, GraftError
-from .records import QUANT_FILE
+from ..checkpoint.families import ModelFamily
+from .records import QUANT_FILE, layer_prefix
 
 
 def quant_edits(target_dir: Path, cfg_doc: dict[str, Any], layer: int, draft_precision: str | None,
-                 notes: list[str]) -> tuple[dict[str, Any] | None, dict[str, Any] | None, list[str], list[str]]:
+                 notes: list[str], family: ModelFamily | None = None
+                 ) -> tuple[dict[str, Any] | None, dict[str, Any] | None, list[str], list[str]]:
     """Exclude the BF16 draft from quantization in whichever ModelOpt declaration exists.
 
     Returns (new config.json or None, new hf_quant_config.json or None, config changes, quant changes).
     """
     pattern = draft_exclude_pattern(layer)
-    prefix = f"model.layers.{layer}"
+    prefix = layer_prefix(family, layer)[:-1]
     new_cfg: dict[str, Any] | None = None
     new_quant: dict[str, Any] | None = None
     cfg_changes: list[str] = []

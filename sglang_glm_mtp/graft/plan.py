@@ -164,11 +164,13 @@ def _new_index(weight_map: dict[str, str], has_index: bool, index_meta: Mapping[
     return _NewIndex(index_document(new_map, total_after, extra_meta), len(new_map), total_after)
 
 
-def _config_edits(target_dir: Path, mode: Mode, layer: int, draft_precision: str | None, draft_tensors: int,
-                  index: _NewIndex, old_total: Any, has_index: bool, notes: list[str]) -> list[ConfigEdit]:
+def _config_edits(target_dir: Path, mode: Mode, family: ModelFamily, layer: int, draft_precision: str | None,
+                  draft_tensors: int, index: _NewIndex, old_total: Any, has_index: bool,
+                  notes: list[str]) -> list[ConfigEdit]:
     """quant config and config.json (a BF16 draft excluded from quantization), then the index."""
     cfg_doc = read_json_file(target_dir / CONFIG_FILE)
-    new_cfg, new_quant, cfg_changes, quant_changes = quant_edits(target_dir, cfg_doc, layer, draft_precision, notes)
+    new_cfg, new_quant, cfg_changes, quant_changes = quant_edits(target_dir, cfg_doc, layer, draft_precision, notes,
+                                                                 family)
     in_place = mode == "in-place"
     edits: list[ConfigEdit] = []
     if new_quant is not None or (not in_place and (target_dir / QUANT_FILE).is_file()):
@@ -281,7 +283,7 @@ def plan_graft(source: str | CheckpointSource, target: str | Path, *, out: str |
     index = _new_index(weight_map, has_index, index_meta, prefix, scan, shards, displaced_names, target_dir, files,
                        notes)
     del weight_map
-    edits = _config_edits(target_dir, mode, draft_layer, src_report.draft_precision, len(copies), index,
+    edits = _config_edits(target_dir, mode, family, draft_layer, src_report.draft_precision, len(copies), index,
                           index_meta.get("total_size"), has_index, notes)
 
     links: list[str] = []

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ..checkpoint.families import ModelFamily
+from ..checkpoint.families import ModelFamily, family_for
 from ..checkpoint.report import Problem
 from ..checkpoint.source import CheckpointSource
 from ..checkpoint.writer import INDEX_FILE
@@ -156,6 +156,12 @@ class GraftPlan:
     small_file_origin: Origin = field(default="target", repr=False)
 
     @property
+    def layer_names(self) -> tuple[str, str]:
+        """The draft layer as SOURCE names it and as the result names it (``model.layers.N``)."""
+        family = family_for(self.architecture)
+        return layer_prefix(family, self.draft_layer)[:-1], layer_prefix(family, self.output_layer)[:-1]
+
+    @property
     def enough_space(self) -> bool:
         return self.free_bytes >= self.needed_bytes
 
@@ -199,6 +205,7 @@ class GraftReport:
     output: str
     draft_layer: int
     output_layer: int
+    layer_names: tuple[str, str] = ("", "")  # as in GraftPlan.layer_names
     shards: list[ShardResult] = field(default_factory=list)
     tensors: int = 0
     bytes_copied: int = 0

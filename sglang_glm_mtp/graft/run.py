@@ -56,7 +56,8 @@ def execute(plan: GraftPlan, *, progress: ProgressFn | None = None) -> GraftRepo
     """Carry out a plan: copy and verify, check the staged result, commit atomically, clean up."""
     started = time.monotonic()
     report = GraftReport(mode=plan.mode, source=plan.source, target=plan.target, output=str(plan.dest),
-                         draft_layer=plan.draft_layer, output_layer=plan.output_layer, notes=list(plan.notes))
+                         draft_layer=plan.draft_layer, output_layer=plan.output_layer, notes=list(plan.notes),
+                         layer_names=plan.layer_names)
     dest = plan.dest
     try:
         dest.mkdir(parents=True, exist_ok=True)
