@@ -10,11 +10,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from .cli import COMMANDS, _EXTRA_PARSERS, _emit_json, _out
-from .graft import GraftPlan, GraftReport, human_bytes, parse_size
-from .graft.records import SPACE_MARGIN
+from .graft.sizes import human_bytes, parse_size
+
+if TYPE_CHECKING:
+    from .graft.records import GraftPlan, GraftReport
 
 # ----------------------------------------------------------------------------- printing
 
@@ -84,6 +86,8 @@ def format_plan(plan: GraftPlan) -> str:
     lines.append(_row("bytes", f"{plan.bytes_to_read:,} to read, {plan.bytes_to_write:,} to write "
                                f"({human_bytes(plan.bytes_to_write)})"
                       + (f", {plan.bytes_reusable:,} reusable" if plan.bytes_reusable else "")))
+    from .graft.records import SPACE_MARGIN
+
     lines.append(_row("disk", f"{human_bytes(plan.needed_bytes)} needed (what is written plus a "
                               f"{human_bytes(SPACE_MARGIN)} margin), {human_bytes(plan.free_bytes)} free"
                       + ("" if plan.enough_space else "  <- NOT ENOUGH")))

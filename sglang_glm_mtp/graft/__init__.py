@@ -32,9 +32,24 @@ One module per stage:
 
 from __future__ import annotations
 
-from .records import DEFAULT_MAX_SHARD_SIZE, GraftPlan, GraftReport
-from .plan import plan_graft
-from .run import execute
-from .sizes import human_bytes, parse_size
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .plan import plan_graft
+    from .records import DEFAULT_MAX_SHARD_SIZE, GraftPlan, GraftReport
+    from .run import execute
+    from .sizes import human_bytes, parse_size
+
+#: public name -> module that defines it; loaded on first use, so that importing the CLI
+#: (or ``graft.sizes`` alone) does not import the whole package.
+_EXPORTS = {"DEFAULT_MAX_SHARD_SIZE": "records", "GraftPlan": "records", "GraftReport": "records",
+            "plan_graft": "plan", "execute": "run", "human_bytes": "sizes", "parse_size": "sizes"}
 
 __all__ = ["DEFAULT_MAX_SHARD_SIZE", "GraftPlan", "GraftReport", "execute", "human_bytes", "parse_size", "plan_graft"]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
