@@ -20,9 +20,12 @@ from typing import Any
 from .checkpoint.source import CheckpointSource, LocalCheckpoint
 from .checkpoint.writer import INDEX_FILE, index_document
 from .errors import GraftError, UsageError
-from .graft import (CONFIG_FILE, QUANT_FILE, SMALL_FILE_LIMIT, ConfigEdit, GraftPlan, TensorCopy, _file_identity,
-                    _finish_plan, _interrupted_commit, _merged_ranges, _open_source, _source_report, check_out_dir,
-                    choose_names, finalize_space, small_files)
+from .graft.checks import open_source, source_report
+from .graft.commit import finish_plan, interrupted_commit
+from .graft.plan import source_copies, source_identity
+from .graft.records import CONFIG_FILE, QUANT_FILE, ConfigEdit, GraftPlan, layer_prefix
+from .graft.shards import choose_names, merged_ranges
+from .graft.space import check_out_dir, finalize_space, small_files
 
 NEXTN_FILE = "nextn_layer_parameters.safetensors"
 #: Tensors the standalone draft takes from the target model (SGLang's export script skips them).
@@ -53,43 +56,36 @@ def standalone_config(raw: dict[str, Any], layer: int, draft_architecture: str) 
     return doc, changes
 
 
-def _rename_patterns(patterns: list[str], layer: int) -> list[str]:
-    """Keep non-layer patterns, move the draft layer's to layer 0, drop the other layers' ones."""
+def _rename_patterns(patterns: list[str], own: str, new: str) -> list[str]:
+    """Keep non-layer patterns, move the draft layer's (``own``) to ``new``, drop the other layers' ones."""
     out: list[str] = []
-    own = f"model.layers.{layer}"
+    own, new = own.rstrip("."), new.rstrip(".")
+    layers = own.rsplit(".", 1)[0] + "."  # "model.layers."
     for pattern in patterns:
-        if not pattern.startswith("model.layers."):
+        if not pattern.startswith(layers):
             out.append(pattern)
         elif pattern == own or pattern.startswith((own + ".", own + "*")):
-            out.append("model.layers.0" + pattern[len(own):])
+            out.append(new + pattern[len(own):])
     return out
 
 
 def plan_extract(source: str | CheckpointSource, out: str | Path, *, endpoint: str | None = None) -> GraftPlan:
     """Plan a standalone draft export. Reads only metadata."""
     out_dir = Path(out).expanduser().resolve()
-    src = _open_source(source, endpoint)
+    src = open_source(source, endpoint)
     if isinstance(src, LocalCheckpoint) and src.root == out_dir:
         raise UsageError("--out must be a new directory, not SOURCE itself")
     check_out_dir(out_dir)
-    finished = _interrupted_commit(out_dir)
+    finished = interrupted_commit(out_dir)
     if finished is not None:
-        return _finish_plan("extract", src.display, out_dir, out_dir, finished)
-    report, family = _source_report(src)
+        return finish_plan("extract", src.display, out_dir, out_dir, finished)
+    report, family = source_report(src)
     layer = report.draft_layer
     assert layer is not None
-    prefix = f"model.layers.{layer}."
-    copies: list[TensorCopy] = []
-    skipped: list[str] = []
-    for name, loc in sorted(report.locations.items()):
-        rest = name[len(prefix):]
-        if any(rest.startswith(s + ".") for s in SKIPPED):
-            skipped.append(name)
-            continue
-        copies.append(TensorCopy("model.layers.0." + rest, "source", loc.shard, loc.file_offset, loc.entry.nbytes,
-                                 loc.entry.dtype, tuple(loc.entry.shape)))
+    renamed = (layer_prefix(family, layer), layer_prefix(family, 0))
+    copies, skipped = source_copies(report, rename=renamed, skip=SKIPPED)
     files = src.list_files()
-    identity = {("source", k): v for k, v in _file_identity(src, files, {c.shard for c in copies}).items()}
+    identity = source_identity(src, copies)
     taken = set(os.listdir(out_dir)) if out_dir.is_dir() else set()
     shards = choose_names(out_dir, taken, [copies], _nextn_name, "draft", identity)
 
@@ -110,13 +106,13 @@ def plan_extract(source: str | CheckpointSource, out: str | Path, *, endpoint: s
         if isinstance(flat, dict):
             for key in ("ignore", "modules_to_not_convert", "exclude_modules"):
                 if isinstance(flat.get(key), list):
-                    flat[key] = _rename_patterns(flat[key], layer)
+                    flat[key] = _rename_patterns(flat[key], *renamed)
                     cfg_changes.append(f"quantization_config.{key}: layer {layer} patterns moved to layer 0, "
                                        "other layers' dropped")
         if isinstance(quant, dict) and isinstance(quant.get("quantization"), dict):
             quant = copy.deepcopy(quant)
             nested = quant["quantization"]
-            nested["exclude_modules"] = _rename_patterns(list(nested.get("exclude_modules") or []), layer)
+            nested["exclude_modules"] = _rename_patterns(list(nested.get("exclude_modules") or []), *renamed)
             edits.append(ConfigEdit(QUANT_FILE, [f"quantization.exclude_modules: layer {layer} patterns moved to "
                                                  "layer 0, other layers' dropped"], quant))
     edits.append(ConfigEdit(CONFIG_FILE, cfg_changes, cfg))
@@ -124,13 +120,12 @@ def plan_extract(source: str | CheckpointSource, out: str | Path, *, endpoint: s
     index = index_document({t.name: shard.name for t in shard.tensors}, shard.payload)
     edits.append(ConfigEdit(INDEX_FILE, [f"{len(shard.tensors)} entries, all in {shard.name}"], index))
 
-    smalls = [n for n in small_files(files, {CONFIG_FILE, QUANT_FILE, INDEX_FILE})
-              if files[n] <= SMALL_FILE_LIMIT]
+    smalls = small_files(files, {CONFIG_FILE, QUANT_FILE, INDEX_FILE})
     plan = GraftPlan(
         mode="extract", source=src.display, target=None, dest=out_dir, family=family.name,
         architecture=report.architecture, draft_layer=layer, output_layer=0,
         draft_precision=report.draft_precision, draft_tensors=len(copies), draft_bytes=shard.payload,
-        source_ranges=_merged_ranges(copies), shards=shards, config_edits=edits, index=index,
+        source_ranges=merged_ranges(copies), shards=shards, config_edits=edits, index=index,
         index_entries_after=len(shard.tensors), total_size_after=shard.payload, small_files=smalls,
         notes=notes, source_obj=src, small_file_origin="source")
     finalize_space(plan, sum(files[n] for n in smalls))

@@ -207,9 +207,30 @@ def deterministic_fill(spec: TensorSpec, handle: Any) -> None:
         written += len(chunk)
 
 
+#: Byte map that clears the top exponent bit of a value's high byte: finite BF16/F32/F8 values.
+_FINITE = bytes(b & 0xBF for b in range(256))
+
+
+def release_fill(release: str) -> Callable[[TensorSpec, Any], None]:
+    """Pseudo-random tensor bytes of one "release": two releases share no weights, but a
+    quantized copy of a release stores its unquantized tensors byte-identical (same name,
+    dtype and shape give the same bytes), as ModelOpt exports do."""
+    import random
+
+    def fill(spec: TensorSpec, handle: Any) -> None:
+        key = f"{release}|{spec.name}|{spec.dtype}|{spec.shape}".encode()
+        rng = random.Random(zlib.crc32(key) ^ (len(key) << 32))
+        data = bytearray(rng.randbytes(spec.nbytes))
+        width = {"BF16": 2, "F16": 2, "F32": 4}.get(spec.dtype, 1)
+        if spec.dtype in ("BF16", "F16", "F32", "F8_E4M3"):
+            data[width - 1::width] = data[width - 1::width].translate(_FINITE)  # no NaN/Inf
+        handle.write(data)
+    return fill
+
+
 def write_checkpoint(directory: Path, cfg_raw: dict[str, Any], specs: list[TensorSpec], *, num_shards: int,
-                     sparse: bool = False) -> dict[str, str]:
-    """Write config.json, the shards and the index; returns the weight map."""
+                     sparse: bool = False, fill: Callable[[TensorSpec, Any], None] | None = None) -> dict[str, str]:
+    """Write config.json, the shards and the index; returns the weight map (``fill`` defaults to name-only bytes)."""
     directory.mkdir(parents=True, exist_ok=True)
     atomic_write_json(directory / "config.json", cfg_raw)
     groups = split_into_shards(specs, num_shards)
@@ -217,7 +238,7 @@ def write_checkpoint(directory: Path, cfg_raw: dict[str, Any], specs: list[Tenso
     total = 0
     for i, group in enumerate(groups, start=1):
         name = shard_name(i, len(groups))
-        write_shard(directory / name, group, None if sparse else deterministic_fill)
+        write_shard(directory / name, group, None if sparse else fill or deterministic_fill)
         for spec in group:
             weight_map[spec.name] = name
             total += spec.nbytes
@@ -245,21 +266,23 @@ TINY_STANDS_IN_FOR = {"glm5": "zai-org/GLM-5.2", "deepseek-v3": "deepseek-ai/Dee
 def tiny_pair(workdir: Path, *, family: Literal["glm5", "deepseek-v3", "glm4.5"] = "glm5",
               quant_format: QuantFormat = "nested",
               target_has_draft: bool = False, draft_storage: Storage = "bf16",
-              config_overrides: dict[str, Any] | None = None) -> SyntheticPair:
+              config_overrides: dict[str, Any] | None = None, release: str | None = None) -> SyntheticPair:
     """The problem in miniature: a BF16 original and an NVFP4 target that dropped the MTP layer.
 
     ``config_overrides`` changes the tiny config (e.g. ``fp8_draft_overrides()`` for a
-    block-FP8 draft that SGLang can construct).
+    block-FP8 draft that SGLang can construct). ``release`` fills both with that release's
+    random weights (``release_fill``); by default bytes depend on the tensor name only.
     """
     overrides = config_overrides or {}
     cfg = TINY_CONFIGS[family](**overrides)
     original, target = workdir / "original-bf16", workdir / "target-nvfp4"
-    write_checkpoint(original, cfg, model_specs(cfg, "bf16", with_draft=True), num_shards=6)
+    fill = release_fill(release) if release is not None else None
+    write_checkpoint(original, cfg, model_specs(cfg, "bf16", with_draft=True), num_shards=6, fill=fill)
     target.mkdir(parents=True, exist_ok=True)
     excludes = nvfp4_exclude_modules(cfg, draft_quantized=target_has_draft and draft_storage != "bf16")
     target_cfg = {"_name_or_path": TINY_STANDS_IN_FOR[family], **write_quant_config(target, cfg, quant_format, excludes)}
     write_checkpoint(target, target_cfg, model_specs(cfg, "nvfp4", with_draft=target_has_draft,
-                                                     draft_storage=draft_storage), num_shards=3)
+                                                     draft_storage=draft_storage), num_shards=3, fill=fill)
     return SyntheticPair(original, target)
 
 

@@ -9,7 +9,8 @@ import pytest
 
 from fake_hub import FakeHub
 from graft_helpers import INDEX, load_with_safetensors, snapshot, tensor_bytes
-from sglang_glm_mtp import graft, synthetic
+from sglang_glm_mtp import synthetic
+from sglang_glm_mtp.graft import write as graft_write
 from sglang_glm_mtp.checkpoint import inspect
 from sglang_glm_mtp.cli import main
 from sglang_glm_mtp.extract import NEXTN_FILE, plan_extract, standalone_config
@@ -110,13 +111,13 @@ def test_extract_resumes_after_an_interruption(glm_pair: synthetic.SyntheticPair
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "draft"
     calls = {"n": 0}
-    real = graft.copy_pieces
+    real = graft_write.copy_parallel
 
     def stop_midway(fd, display, pieces, readers, **kw):  # type: ignore[no-untyped-def]
         calls["n"] += 1
         real(fd, display, pieces[:20], readers, **kw)
         raise KeyboardInterrupt
-    monkeypatch.setattr(graft, "copy_pieces", stop_midway)
+    monkeypatch.setattr(graft_write, "copy_parallel", stop_midway)
     with pytest.raises(KeyboardInterrupt):
         execute(plan_extract(str(glm_pair.original), out))
     monkeypatch.undo()

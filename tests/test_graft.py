@@ -15,7 +15,7 @@ from sglang_glm_mtp.checkpoint import inspect
 from sglang_glm_mtp.checkpoint.writer import atomic_write_json
 from sglang_glm_mtp.cli import main
 from sglang_glm_mtp.errors import UsageError
-from sglang_glm_mtp.graft import DEFAULT_MAX_SHARD_SIZE, execute, parse_size, plan_graft
+from sglang_glm_mtp.graft import DEFAULT_MAX_SHARD_SIZE, checksum, execute, parse_size, plan_graft
 
 LAYER4 = "model.layers.4."
 
@@ -56,7 +56,7 @@ def test_glm_in_place(tmp_path: Path, quant_format: str, capsys: pytest.CaptureF
 
     assert main(["graft", "--from", str(pair.original), "--into", str(pair.target)]) == 0
     out = capsys.readouterr().out
-    assert "check:        READY" in out and "35 tensor(s) CRC32-hashed while copying" in out
+    assert "check:        READY" in out and f"35 tensor(s) {checksum.NAME.upper()}-hashed while copying" in out
 
     _assert_grafted(pair.original, pair.target)
     after = index_of(pair.target)
@@ -350,3 +350,63 @@ def test_index_without_metadata_and_no_index_at_all(tmp_path: Path) -> None:
     assert any("had no model.safetensors.index.json" in n for n in plan.notes)
     assert execute(plan).ok and len(index_of(pair.target)["weight_map"]) == 252 + 35
     _assert_grafted(pair.original, pair.target)
+
+
+def _bytes_written(before: dict[str, str], after_dir: Path, renamed: set[str]) -> int:
+    """Sizes of the files a run created or rewrote (not the ones it only renamed, not symlinks)."""
+    total = 0
+    after = snapshot(after_dir)
+    for path in after_dir.iterdir():
+        if path.name.startswith(".") or path.is_symlink() or path.name in renamed:
+            continue
+        if before.get(path.name) != after[path.name]:
+            total += path.stat().st_size
+    return total
+
+
+@pytest.mark.parametrize("mode", ["in-place", "in-place-displacing", "overlay", "extract"])
+def test_dry_run_estimate_is_the_bytes_written(tmp_path: Path, mode: str) -> None:
+    """--dry-run's bytes_to_write is exactly what the run adds: shards, JSON as written, backups, small files."""
+    from sglang_glm_mtp.extract import plan_extract
+
+    if mode == "in-place-displacing":  # old layer files moved aside (renames, not writes) and a stripped shard
+        target = synthetic.make_variant(tmp_path, "draft-layer-incomplete")
+        original = tmp_path / "original-bf16"
+    else:
+        pair = synthetic.tiny_pair(tmp_path / "pair")
+        _drop_exclusion(pair.target)  # the configs are edited (and backed up) too
+        target, original = pair.target, pair.original
+    out = tmp_path / "out"
+    if mode == "extract":
+        plan = plan_extract(str(original), out)
+    else:
+        plan = plan_graft(str(original), target, out=out if mode == "overlay" else None)
+    dest = plan.dest
+    before = snapshot(dest) if dest.exists() else {}
+    report = execute(plan)
+    assert report.ok
+    renamed = {moved.split(" -> ")[1] for moved in report.moved_aside}
+    assert plan.bytes_to_write == _bytes_written(before, dest, renamed)
+    assert plan.needed_bytes >= plan.bytes_to_write
+
+
+def _assert_aligned(text: str) -> None:
+    """Every ``label:`` line puts its text in the same column; no rate for a copy too small to measure."""
+    import re
+
+    labelled = [line for line in text.splitlines() if re.match(r"^[a-z][a-z ]*:", line)]
+    assert len(labelled) >= 5, text
+    for line in labelled:
+        label, rest = line.split(":", 1)
+        assert len(label) + 1 + len(rest) - len(rest.lstrip(" ")) == 14, line
+    assert "GB/s" not in text
+
+
+def test_graft_and_extract_output_is_aligned(glm_pair: synthetic.SyntheticPair, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["graft", "--from", str(glm_pair.original), "--into", str(glm_pair.target), "--dry-run"]) == 0
+    _assert_aligned(capsys.readouterr().out)
+    assert main(["graft", "--from", str(glm_pair.original), "--into", str(glm_pair.target)]) == 0
+    _assert_aligned(capsys.readouterr().out)
+    assert main(["extract", "--from", str(glm_pair.original), "--out", str(tmp_path / "x")]) == 0
+    _assert_aligned(capsys.readouterr().out)

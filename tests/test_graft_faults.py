@@ -19,7 +19,10 @@ import pytest
 
 from fake_hub import FakeHub
 from graft_helpers import snapshot, tensor_bytes, visible
-from sglang_glm_mtp import copying, graft, synthetic
+from sglang_glm_mtp import synthetic
+from sglang_glm_mtp.graft import commit as graft_commit
+from sglang_glm_mtp.graft import run as graft_run
+from sglang_glm_mtp.graft import checksum, copying, readers, records, space
 from sglang_glm_mtp.checkpoint import inspect
 from sglang_glm_mtp.cli import main
 from sglang_glm_mtp.errors import GraftError
@@ -150,7 +153,7 @@ def test_read_only_target_without_root(glm_pair: synthetic.SyntheticPair, monkey
     """Same error where mounting is impossible: EROFS injected at the first write."""
     def refuse(path: Path) -> tuple[int, str]:
         raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
-    monkeypatch.setattr(graft, "make_temp", refuse)
+    monkeypatch.setattr(graft_run, "make_temp", refuse)
     before = snapshot(glm_pair.target)
     assert main(_graft(glm_pair.original, glm_pair.target)) == 1
     assert "Read-only file system" in capsys.readouterr().err
@@ -178,7 +181,7 @@ def test_disk_full_mid_write_on_tmpfs(tmp_path: Path, tmpfs: Path, monkeypatch: 
     free = os.statvfs(tmpfs).f_bavail * os.statvfs(tmpfs).f_frsize
     with open(filler, "wb") as handle:  # leave less room than the new shard needs
         handle.write(b"\0" * max(0, free - 64 * 1024))
-    monkeypatch.setattr(graft, "_free_space", lambda _dest: 1 << 40)
+    monkeypatch.setattr(space, "free_space", lambda _dest: 1 << 40)
     before = snapshot(target)
     assert main(_graft(pair.original, target)) == 1
     err = capsys.readouterr().err
@@ -270,7 +273,7 @@ def test_stop_after_shards_renamed_before_index(glm_pair: synthetic.SyntheticPai
     before = snapshot(glm_pair.target)
     def die_on_index(tmp: str, path: Path) -> None:
         raise KeyboardInterrupt  # killed just before the index rename
-    monkeypatch.setattr(graft, "_commit_index", die_on_index)
+    monkeypatch.setattr(graft_commit, "_commit_index", die_on_index)
     with pytest.raises(KeyboardInterrupt):
         execute(plan_graft(str(glm_pair.original), glm_pair.target, max_shard_size=50_000))
     monkeypatch.undo()
@@ -287,7 +290,7 @@ def test_stopped_run_then_a_different_plan(glm_pair: synthetic.SyntheticPair, mo
     """Uncommitted shards of an abandoned plan (other --max-shard-size) are ours: deleted, not kept or indexed."""
     def die_on_index(tmp: str, path: Path) -> None:
         raise KeyboardInterrupt  # killed just before the index rename
-    monkeypatch.setattr(graft, "_commit_index", die_on_index)
+    monkeypatch.setattr(graft_commit, "_commit_index", die_on_index)
     with pytest.raises(KeyboardInterrupt):
         execute(plan_graft(str(glm_pair.original), glm_pair.target, max_shard_size=50_000))
     monkeypatch.undo()
@@ -305,7 +308,7 @@ def test_stop_after_commit_is_finished_by_rerun(tmp_path: Path, monkeypatch: pyt
 
     def crash(plan: object, report: object) -> None:
         raise KeyboardInterrupt
-    monkeypatch.setattr(graft, "_finish", crash)
+    monkeypatch.setattr(graft_run, "finish", crash)
     with pytest.raises(KeyboardInterrupt):
         execute(plan_graft(str(original), target))
     monkeypatch.undo()
@@ -320,7 +323,7 @@ def test_stop_after_commit_is_finished_by_rerun(tmp_path: Path, monkeypatch: pyt
 def test_lock_refuses_a_concurrent_run(glm_pair: synthetic.SyntheticPair) -> None:
     import fcntl
 
-    fd = os.open(glm_pair.target / graft.LOCK_FILE, os.O_RDWR | os.O_CREAT)
+    fd = os.open(glm_pair.target / records.LOCK_FILE, os.O_RDWR | os.O_CREAT)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         with pytest.raises(GraftError, match="another sglang-glm-mtp graft/extract is writing"):
@@ -338,7 +341,7 @@ SHARD6 = "model-00006-of-00006.safetensors"
 
 def test_remote_drop_is_retried(glm_pair: synthetic.SyntheticPair, isolated_hf: None,
                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(copying.RETRY_DELAY_ENV, "0.001")
+    monkeypatch.setenv(readers.RETRY_DELAY_ENV, "0.001")
     with FakeHub({REPO: glm_pair.original}) as hub:
         plan = plan_graft(REPO, glm_pair.target, endpoint=hub.endpoint)
         hub.fail_after_bytes(REPO, SHARD6, after=10_000, times=2)
@@ -351,7 +354,7 @@ def test_remote_drop_is_retried(glm_pair: synthetic.SyntheticPair, isolated_hf: 
 def test_remote_failure_gives_up_then_rerun_resumes(glm_pair: synthetic.SyntheticPair, isolated_hf: None,
                                                     monkeypatch: pytest.MonkeyPatch,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setenv(copying.RETRY_DELAY_ENV, "0.001")
+    monkeypatch.setenv(readers.RETRY_DELAY_ENV, "0.001")
     before = snapshot(glm_pair.target)
     with FakeHub({REPO: glm_pair.original}) as hub:
         plan = plan_graft(REPO, glm_pair.target, endpoint=hub.endpoint)  # headers read before the faults start
@@ -379,7 +382,7 @@ def test_remote_failure_gives_up_then_rerun_resumes(glm_pair: synthetic.Syntheti
 
 def test_remote_http_errors(glm_pair: synthetic.SyntheticPair, isolated_hf: None,
                             monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(copying.RETRY_DELAY_ENV, "0.001")
+    monkeypatch.setenv(readers.RETRY_DELAY_ENV, "0.001")
     with FakeHub({REPO: glm_pair.original}) as hub:
         plan = plan_graft(REPO, glm_pair.target, endpoint=hub.endpoint)
         hub.fail_with_status(REPO, SHARD6, status=503, times=2, methods=("GET",))
@@ -390,3 +393,86 @@ def test_remote_http_errors(glm_pair: synthetic.SyntheticPair, isolated_hf: None
         hub.fail_with_status(REPO, SHARD6, status=403, times=1, methods=("GET",))
         with pytest.raises(GraftError, match="HTTP 403"):
             execute(plan)  # other 4xx are not
+
+
+# ----------------------------------------------------------------------------- copy streams and checksums
+
+
+@pytest.fixture
+def many_streams(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tiny layers copied as several concurrent streams, as big local ones are."""
+    monkeypatch.setattr(copying, "MIN_STREAM_BYTES", 1)
+
+
+def test_concurrent_streams_copy_every_byte(glm_pair: synthetic.SyntheticPair, many_streams: None) -> None:
+    plan = plan_graft(str(glm_pair.original), glm_pair.target)
+    pieces = [copying.Piece(t.name, f"{t.origin}:{t.shard}", t.src_offset, plan.shards[0].offsets[t.name], t.nbytes)
+              for t in plan.shards[0].tensors]
+    from sglang_glm_mtp.graft.readers import open_readers
+    readers = open_readers(plan)
+    try:
+        groups = copying.split_streams(pieces, readers)
+    finally:
+        for reader in readers.values():
+            reader.close()
+    assert len(groups) == copying.STREAMS and [p for g in groups for p in g] == pieces  # contiguous, in order
+    report = execute(plan)
+    assert report.ok and report.shards[0].verified_tensors == 35
+    _assert_done(glm_pair.original, glm_pair.target)
+
+
+def test_concurrent_streams_catch_wrong_bytes(glm_pair: synthetic.SyntheticPair, many_streams: None,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """One stream's bad write stops every stream; nothing is committed."""
+    real = os.pwrite
+
+    def flip(fd: int, data: memoryview, offset: int) -> int:
+        data = bytearray(data)
+        data[-1] ^= 0xFF
+        return real(fd, bytes(data), offset)
+    monkeypatch.setattr(copying, "_copy_file_range", None)
+    monkeypatch.setattr(copying, "_pwrite", flip)
+    before = snapshot(glm_pair.target)
+    with pytest.raises(GraftError, match="verification failed for model.layers.4.* source bytes hash to"):
+        execute(plan_graft(str(glm_pair.original), glm_pair.target))
+    _assert_intact(glm_pair.target, before)
+
+
+def test_crc32_fallback_without_xxhash(glm_pair: synthetic.SyntheticPair, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without xxhash, CRC32 verifies (and catches a bad write) just the same."""
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_xxhash(name: str, *args: object, **kwargs: object) -> object:
+        if name == "xxhash":
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)  # type: ignore[arg-type]
+    monkeypatch.setattr(builtins, "__import__", no_xxhash)
+    name, new = checksum._pick()
+    monkeypatch.undo()
+    assert name == "crc32"
+    monkeypatch.setattr(checksum, "NAME", name)
+    monkeypatch.setattr(copying, "new_hasher", new)
+    report = execute(plan_graft(str(glm_pair.original), glm_pair.target))
+    assert report.ok and report.verification["hash"] == "crc32"
+    _assert_done(glm_pair.original, glm_pair.target)
+
+
+def test_journal_of_another_checksum_is_not_reused(glm_pair: synthetic.SyntheticPair,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A partial verified with CRC32 is re-copied, not compared with xxh3 digests (or vice versa)."""
+    def die_on_index(tmp: str, path: Path) -> None:
+        raise KeyboardInterrupt
+    monkeypatch.setattr(graft_commit, "_commit_index", die_on_index)
+    monkeypatch.setattr(checksum, "NAME", "crc32")
+    monkeypatch.setattr(copying, "new_hasher", checksum._Crc32)
+    with pytest.raises(KeyboardInterrupt):
+        execute(plan_graft(str(glm_pair.original), glm_pair.target))
+    monkeypatch.undo()
+    monkeypatch.setattr(checksum, "NAME", "other")  # whatever runs next is not crc32
+    plan = plan_graft(str(glm_pair.original), glm_pair.target)
+    assert plan.bytes_reusable == 0
+    report = execute(plan)
+    assert report.ok and report.bytes_reused == 0 and report.shards[0].verified_tensors == 35
+    _assert_done(glm_pair.original, glm_pair.target)

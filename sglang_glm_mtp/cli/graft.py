@@ -1,7 +1,7 @@
 """``graft`` and ``extract`` sub-commands: argument parsing, the progress bar and the printed reports.
 
-The library (graft.py, extract.py, copying.py) only logs; everything the user reads is
-printed here. Exit codes follow cli.py: 0 done (or a feasible dry run), 1 refused or
+The library (the graft package and extract.py) only logs; everything the user reads is
+printed here. Exit codes follow cli/__init__.py: 0 done (or a feasible dry run), 1 refused or
 failed (TARGET untouched), 2 unusable input.
 """
 
@@ -10,41 +10,61 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
-from ..graft import GraftPlan, GraftReport, human_bytes, parse_size
+from ..graft.sizes import human_bytes, parse_size
 from ._format import emit_json as _emit_json
 from ._format import out as _out
 
+if TYPE_CHECKING:
+    from ..graft.records import GraftPlan, GraftReport
+
 # ----------------------------------------------------------------------------- printing
+
+#: Width of the label column ("architecture: " is the longest label).
+LABEL_WIDTH = 14
+#: Below this many bytes copied, a rate says more about start-up than about the disk.
+RATE_MIN_BYTES = 64 << 20
+
+
+def _row(label: str, text: str) -> str:
+    """``label:`` padded to the label column, then the text: every report line aligns."""
+    return f"{label + ':':<{LABEL_WIDTH}}{text}"
+
+
+def _rate(nbytes: int, seconds: float) -> str:
+    """`` (1.23 GB/s)`` for a copy big enough to measure, else nothing."""
+    if nbytes < RATE_MIN_BYTES or seconds <= 0:
+        return ""
+    return f" ({nbytes / seconds / 1e9:.2f} GB/s)"
 
 
 def format_plan(plan: GraftPlan) -> str:
     """The dry-run plan: what is read from where, what is written, which configs change."""
     if plan.finish_only:
-        lines = [f"{plan.mode}: finish an interrupted run in {plan.dest}"]
+        lines = [_row("plan", f"{plan.mode}: finish an interrupted run in {plan.dest}")]
         lines += [f"  move aside: {a} -> {b}" for a, b in plan.pending_moves]
-        lines += [f"note: {n}" for n in plan.notes]
+        lines += [_row("note", n) for n in plan.notes]
         return "\n".join(lines)
     title = {"in-place": f"graft into {plan.target} (in place)",
              "overlay": f"graft into an overlay of {plan.target} at {plan.dest} (target shards linked)",
              "overlay-only": f"graft into an upload-only overlay of {plan.target} at {plan.dest}",
              "extract": f"extract a standalone draft into {plan.dest}"}[plan.mode]
-    lines = [f"plan:         {title}",
-             f"source:       {plan.source}",
-             f"architecture: {plan.architecture} (family {plan.family})"]
-    layer = f"model.layers.{plan.draft_layer}"
-    if plan.output_layer != plan.draft_layer:
-        layer += f" -> model.layers.{plan.output_layer}"
-    lines.append(f"draft layer:  {layer}: {plan.draft_tensors} tensors, {plan.draft_bytes:,} bytes, "
-                 f"{plan.draft_precision}")
+    lines = [_row("plan", title), _row("source", plan.source),
+             _row("architecture", f"{plan.architecture} (family {plan.family})")]
+    draft, output = plan.layer_names
+    layer = draft + (f" -> {output}" if output != draft else "")
+    lines.append(_row("draft layer", f"{layer}: {plan.draft_tensors} tensors, {plan.draft_bytes:,} bytes, "
+                                     f"{plan.draft_precision}"))
     if plan.target_status:
-        lines.append(f"target now:   {plan.target_status}")
-    lines.append(f"read from SOURCE ({len(plan.source_ranges)} shard(s)):")
+        lines.append(_row("target now", plan.target_status))
+    if plan.lineage is not None:
+        lines.append(_row("lineage", _lineage_line(plan.lineage)))
+    lines.append(_row("read", f"{len(plan.source_ranges)} SOURCE shard(s), these byte ranges:"))
     for shard, spans in plan.source_ranges.items():
         shown = ", ".join(f"[{a:,}, {b:,})" for a, b in spans[:4]) + (f", … (+{len(spans) - 4})" if len(spans) > 4 else "")
         lines.append(f"  {shard}: {sum(b - a for a, b in spans):,} bytes in {len(spans)} range(s): {shown}")
-    lines.append("write:")
+    lines.append(_row("write", f"{len(plan.shards)} new shard(s), then the JSON files:"))
     for shard in plan.shards:
         extra = f", replaces {shard.replaces}" if shard.replaces else ""
         resume = f", {shard.reusable_bytes:,} bytes verified by an earlier run (reused after re-hashing)" \
@@ -61,30 +81,43 @@ def format_plan(plan: GraftPlan) -> str:
         where = f": moved aside to {d.moved_to} after the commit" if d.moved_to else ": not part of the result"
         lines.append(f"  displaced {d.name} ({d.reason}){where}")
     if plan.total_size_before is not None or plan.mode != "extract":
-        lines.append(f"index:        {plan.index_entries_before:,} -> {plan.index_entries_after:,} entries, total_size "
-                     f"{plan.total_size_before if plan.total_size_before is None else format(plan.total_size_before, ',')}"
-                     f" -> {plan.total_size_after:,}")
-    lines.append(f"bytes:        {plan.bytes_to_read:,} to read, {plan.bytes_to_write:,} to write"
-                 + (f", {plan.bytes_reusable:,} reusable" if plan.bytes_reusable else ""))
-    lines.append(f"disk:         {human_bytes(plan.needed_bytes)} needed, {human_bytes(plan.free_bytes)} free"
-                 + ("" if plan.enough_space else "  <- NOT ENOUGH"))
-    lines += [f"note: {n}" for n in plan.notes]
+        before = plan.total_size_before if plan.total_size_before is None else format(plan.total_size_before, ",")
+        lines.append(_row("index", f"{plan.index_entries_before:,} -> {plan.index_entries_after:,} entries, "
+                                   f"total_size {before} -> {plan.total_size_after:,}"))
+    lines.append(_row("bytes", f"{plan.bytes_to_read:,} to read, {plan.bytes_to_write:,} to write "
+                               f"({human_bytes(plan.bytes_to_write)})"
+                      + (f", {plan.bytes_reusable:,} reusable" if plan.bytes_reusable else "")))
+    from .graft.records import SPACE_MARGIN
+
+    lines.append(_row("disk", f"{human_bytes(plan.needed_bytes)} needed (what is written plus a "
+                              f"{human_bytes(SPACE_MARGIN)} margin), {human_bytes(plan.free_bytes)} free"
+                      + ("" if plan.enough_space else "  <- NOT ENOUGH")))
+    lines += [_row("note", n) for n in plan.notes]
     return "\n".join(lines)
+
+
+def _lineage_line(doc: dict[str, Any]) -> str:
+    compared, differing = len(doc["compared"]), len(doc["differing"])
+    read = sum(doc["bytes_read"].values())
+    if doc["verdict"] == "not-comparable":
+        return f"NOT CHECKED: no tensor both store unquantized ({human_bytes(read)} read)"
+    state = "same release" if doc["verdict"] == "same-release" else f"OTHER RELEASE ({differing} differ)"
+    return (f"{state}: {compared} unquantized tensors compared, {human_bytes(doc['compared_bytes_each_side'])} "
+            f"each side ({human_bytes(read)} read, both indexes included)")
 
 
 def format_report(report: GraftReport) -> str:
     verb = "extracted" if report.mode == "extract" else "grafted"
-    lines = [f"{verb}:     model.layers.{report.draft_layer}"
-             + (f" -> model.layers.{report.output_layer}" if report.output_layer != report.draft_layer else "")
-             + f" from {report.source}",
-             f"output:       {report.output} ({report.mode})"]
+    draft, output = report.layer_names
+    layer = draft + (f" -> {output}" if output != draft else "")
+    lines = [_row(verb, f"{layer} from {report.source}"), _row("output", f"{report.output} ({report.mode})")]
     for shard in report.shards:
         reuse = f", {shard.reused_tensors} reused" if shard.reused_tensors else ""
         lines.append(f"  {shard.name}: {shard.tensors} tensors, {shard.bytes:,} bytes ({shard.role}{reuse})")
     if report.bytes_copied or report.bytes_reused:
-        rate = report.bytes_copied / report.elapsed_s / 1e9 if report.elapsed_s > 0 else 0.0
-        lines.append(f"copied:       {report.bytes_copied:,} bytes via {report.copy_method} in {report.elapsed_s:.1f} s "
-                     f"({rate:.2f} GB/s)" + (f"; {report.bytes_reused:,} bytes reused" if report.bytes_reused else ""))
+        lines.append(_row("copied", f"{report.bytes_copied:,} bytes via {report.copy_method} in "
+                                    f"{report.elapsed_s:.1f} s{_rate(report.bytes_copied, report.elapsed_s)}"
+                          + (f"; {report.bytes_reused:,} bytes reused" if report.bytes_reused else "")))
     for edit in report.config_edits:
         lines.append(f"  edited {edit}")
     if report.backups:
@@ -97,15 +130,16 @@ def format_report(report: GraftReport) -> str:
         lines.append(f"  moved aside {moved} (delete it once you are happy with the result)")
     v = report.verification
     if "tensors_hashed_while_copying" in v:
-        lines.append(f"verified:     {v['tensors_hashed_while_copying']} tensor(s) CRC32-hashed while copying and again "
-                     f"from the written file"
-                     + (f"; {v['tensors_reused_after_rehash']} reused after re-hashing" if v.get("tensors_reused_after_rehash") else ""))
-        lines.append(f"              check of the staged result before the commit: {v['staged_check']}")
-    lines.append(f"check:        {report.check_status.upper()} ({v.get('final_check_tensors', '?')} draft tensors; "
-                 f"{v.get('final_check_view', report.output)})")
+        reused = v.get("tensors_reused_after_rehash")
+        lines.append(_row("verified", f"{v['tensors_hashed_while_copying']} tensor(s) {v['hash'].upper()}-hashed while copying "
+                                      "and again from the written file"
+                          + (f"; {reused} reused after re-hashing" if reused else "")))
+        lines.append(" " * LABEL_WIDTH + f"check of the staged result before the commit: {v['staged_check']}")
+    lines.append(_row("check", f"{report.check_status.upper()} ({v.get('final_check_tensors', '?')} draft tensors; "
+                               f"{v.get('final_check_view', report.output)})"))
     for problem in report.check_problems:
         lines.append(f"  [{problem.severity}] {problem.code}: {problem.message}")
-    lines += [f"note: {n}" for n in report.notes]
+    lines += [_row("note", n) for n in report.notes]
     return "\n".join(lines)
 
 
@@ -148,7 +182,8 @@ def _graft(args: argparse.Namespace) -> int:
     from ..graft import plan_graft
 
     plan = plan_graft(args.source, args.target, out=args.out, overlay_only=args.overlay_only, force=args.force,
-                      max_shard_size=parse_size(args.max_shard_size), layer=args.layer, endpoint=args.endpoint)
+                      max_shard_size=parse_size(args.max_shard_size), layer=args.layer, endpoint=args.endpoint,
+                      allow_other_release=args.allow_other_release)
     return _run(plan, args, "graft")
 
 
@@ -181,6 +216,9 @@ def _register(sub: Any) -> None:
     graft.add_argument("--layer", type=int, default=None, metavar="N",
                        help="the draft layer you expect (model.layers.N); refuses if the checkpoints say otherwise")
     graft.add_argument("--force", action="store_true", help="replace a draft layer that is already complete")
+    graft.add_argument("--allow-other-release", action="store_true",
+                       help="graft even though the tensors SOURCE and TARGET both store unquantized differ (SOURCE "
+                            "is not the release TARGET was quantized from); for deliberate cross-release grafts")
     graft.add_argument("--dry-run", action="store_true",
                        help="print the plan (byte ranges, bytes to read and write, files, config edits); write nothing")
     graft.add_argument("--json", action="store_true", help="machine-readable plan and result on stdout")

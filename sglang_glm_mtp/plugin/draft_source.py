@@ -23,11 +23,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..checkpoint.files import CONFIG_FILE, INDEX_FILE
 from ..checkpoint.source import CheckpointSource, HubCheckpoint, LocalCheckpoint, resolve_cached_hub_snapshot
 
 logger = logging.getLogger(__name__)
 
-INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
 
 
@@ -58,7 +58,7 @@ def cache_holds_checkpoint(snapshot: Path) -> tuple[bool, str]:
 
     Reads only the index (small JSON); a malformed index is "not provably complete", not an error.
     """
-    if not (snapshot / "config.json").is_file():
+    if not (snapshot / CONFIG_FILE).is_file():
         return False, "no config.json in the cache"
     index_path = snapshot / INDEX_FILE
     if index_path.is_file():

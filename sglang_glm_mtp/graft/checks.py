@@ -1,0 +1,114 @@
+"""Refusals before any planning: the source can supply a complete draft layer, the target
+is one the graft may touch, and both are the same model."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from ..checkpoint.families import Config, ModelFamily, family_for
+from ..checkpoint.inspection import inspect_checkpoint as inspect
+from ..checkpoint.report import DAMAGE_CODES, InspectionReport
+from ..checkpoint.source import CheckpointSource, open_checkpoint
+from ..errors import CheckpointUnreadable, GraftError, UsageError
+from .records import layer_prefix
+
+
+
+def open_source(spec: str | CheckpointSource, endpoint: str | None) -> CheckpointSource:
+    """A local directory or a Hub id ``org/name[@revision]``, or an already opened source."""
+    return open_checkpoint(spec, endpoint=endpoint) if isinstance(spec, str) else spec
+
+
+def local_dir(spec: str | Path, role: str) -> Path:
+    """TARGET and --out are written, so they must be local; a Hub id gets the download command."""
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return path.resolve()
+    if path.exists():
+        raise UsageError(f"{role} {spec} is a file; expected a checkpoint directory")
+    if re.match(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+(@\S+)?$", str(spec)) and not str(spec).startswith((".", "/", "~")):
+        name = str(spec).split("@")[0].split("/")[-1]
+        raise UsageError(f"{role} must be a local directory, not a Hub id; download it first: "
+                         f"hf download {str(spec).split('@')[0]} --local-dir ./{name}")
+    raise CheckpointUnreadable(f"no such directory: {spec}")
+
+
+def source_report(source: CheckpointSource) -> tuple[InspectionReport, ModelFamily]:
+    """Inspect SOURCE and refuse one that cannot supply a complete draft layer."""
+    report = inspect(source)
+    family = family_for(report.architecture)
+    assert family is not None  # inspect refuses unsupported architectures
+    where = source.display
+    if report.status == "not-applicable":
+        raise GraftError(f"SOURCE {where} declares no NextN layer (num_nextn_predict_layers = 0) and cannot supply one")
+    if report.standalone_draft:
+        raise GraftError(f"SOURCE {where} is a standalone draft checkpoint (layer renamed to 0); graft needs the full "
+                         f"release that stores the draft layer at its own index, e.g. {family.source_hint} (a standalone "
+                         "draft is used as it is, with --speculative-draft-model-path)")
+    layer = report.draft_layer
+    if report.status == "missing":
+        raise GraftError(f"SOURCE {where} has no {layer_prefix(family, layer or 0)}* tensors: it lacks the draft "
+                         f"layer too. Use the unquantized release, e.g. --from {family.source_hint}")
+    if report.status == "incomplete":
+        raise GraftError(f"SOURCE {where} has an incomplete draft layer ({len(report.missing)} of "
+                         f"{report.expected_tensors} tensors missing, e.g. {report.missing[0]}); graft needs a "
+                         f"complete one, e.g. --from {family.source_hint}")
+    if report.status == "invalid":
+        details = "; ".join(p.message for p in report.errors())
+        raise GraftError(f"SOURCE {where} cannot supply the draft layer: {details}")
+    return report, family
+
+
+#: Config fields that must agree; the expected draft tensor set (names and shapes) is compared too.
+COMPAT_FIELDS = ("num_hidden_layers", "hidden_size", "n_routed_experts", "vocab_size", "moe_intermediate_size",
+                 "n_shared_experts", "num_attention_heads", "num_key_value_heads", "q_lora_rank", "kv_lora_rank",
+                 "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "index_n_heads", "index_head_dim",
+                 "head_dim", "num_nextn_predict_layers")
+
+
+def check_compatible(src: InspectionReport, dst: InspectionReport, family: ModelFamily) -> None:
+    """Refuse to mix layers of different models (architecture, sizes, the expected draft tensors)."""
+    diffs: list[str] = []
+    if src.architecture != dst.architecture:
+        diffs.append(f"architecture {src.architecture} vs {dst.architecture}")
+    scfg, dcfg = Config(src.config), Config(dst.config)
+    for key in COMPAT_FIELDS:
+        a, b = scfg.get(key), dcfg.get(key)
+        if a != b:
+            diffs.append(f"{key} {a} vs {b}")
+    if not diffs:
+        try:
+            a_set = {(t.name, t.shape) for t in family.draft_tensors(scfg)}
+            b_set = {(t.name, t.shape) for t in family.draft_tensors(dcfg)}
+        except (KeyError, ValueError, TypeError) as exc:
+            raise GraftError(f"cannot derive the draft tensor list from config.json: {exc}") from None
+        if a_set != b_set:
+            only = sorted(n for n, _ in a_set ^ b_set)
+            diffs.append(f"the expected draft tensors differ ({len(only)}, e.g. {only[0]})")
+    if diffs:
+        raise GraftError(f"SOURCE {src.checkpoint} and TARGET {dst.checkpoint} are not the same model: "
+                         f"{'; '.join(diffs)}. Graft from the release TARGET was made from (for this family: "
+                         f"{family.source_hint})")
+
+
+def check_target_status(report: InspectionReport, force: bool) -> None:
+    """Refuse a target that has nothing to graft into, is damaged, or (without --force) is already complete."""
+    where = report.checkpoint
+    if report.status == "not-applicable":
+        raise GraftError(f"TARGET {where} declares no NextN layer (num_nextn_predict_layers = 0); there is nothing "
+                         "to graft into")
+    if report.standalone_draft:
+        raise GraftError(f"TARGET {where} is a standalone draft checkpoint; graft into the full quantized checkpoint")
+    damaged = [p for p in report.errors() if p.code in DAMAGE_CODES]
+    if damaged:
+        raise GraftError(f"TARGET {where} is damaged ({'; '.join(p.message for p in damaged)}); re-download the "
+                         "files named, check it again, then graft")
+    if report.status == "ready" and not force:
+        raise GraftError(f"TARGET {where} already has a complete draft layer "
+                         f"({layer_prefix(family_for(report.architecture), report.draft_layer or 0)[:-1]}, "
+                         f"{report.found_tensors} tensors, {report.draft_precision}); nothing to do. Pass --force to "
+                         "replace it")
+    if report.status == "invalid" and not force:
+        details = "; ".join(p.message for p in report.errors())
+        raise GraftError(f"TARGET {where} has a draft layer that check rejects ({details}); pass --force to replace it")
