@@ -87,7 +87,7 @@ def format_plan(plan: GraftPlan) -> str:
     lines.append(_row("bytes", f"{plan.bytes_to_read:,} to read, {plan.bytes_to_write:,} to write "
                                f"({human_bytes(plan.bytes_to_write)})"
                       + (f", {plan.bytes_reusable:,} reusable" if plan.bytes_reusable else "")))
-    from .graft.records import SPACE_MARGIN
+    from ..graft.records import SPACE_MARGIN
 
     lines.append(_row("disk", f"{human_bytes(plan.needed_bytes)} needed (what is written plus a "
                               f"{human_bytes(SPACE_MARGIN)} margin), {human_bytes(plan.free_bytes)} free"
