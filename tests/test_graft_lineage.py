@@ -129,3 +129,23 @@ def test_through_the_hub_refused_and_accepted_with_bounded_reads(
 
         plan = plan_graft("zai-org/GLM-5.2", a.target, endpoint=hub.endpoint)
         assert execute(plan).ok
+
+
+def test_check_source_reports_lineage_without_grafting(
+        releases: tuple[synthetic.SyntheticPair, synthetic.SyntheticPair], capsys: pytest.CaptureFixture[str]) -> None:
+    """``check TARGET --source SOURCE``: the comparison graft runs, nothing written, verdict in the exit code."""
+    a, b = releases
+    before = snapshot(a.target)
+    # The target lacks its draft (exit 1 already); a complete target isolates the lineage verdict.
+    ready = synthetic.tiny_pair(a.target.parent / "ready", release="glm-5.2", target_has_draft=True,
+                                config_overrides=BIG_VOCAB).target
+    assert main(["check", str(ready), "--source", str(a.original)]) == 0
+    assert "lineage:      same release" in capsys.readouterr().out
+    assert main(["check", str(ready), "--source", str(b.original)]) == 1
+    text = capsys.readouterr().out
+    assert "other-release" in text and "model.embed_tokens.weight" in text
+    assert main(["check", "--json", str(a.target), "--source", str(b.original)]) == 1
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["status"] == "missing" and doc["lineage"]["verdict"] == "other-release"
+    assert doc["lineage"]["compared"] and all(c["window"] for c in doc["lineage"]["compared"])
+    assert snapshot(a.target) == before

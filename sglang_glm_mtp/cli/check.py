@@ -1,6 +1,7 @@
 """``check`` sub-command: the human report and ``--json``.
 
-Exit 0 ready/not-applicable, 1 a checkpoint problem, 2 unreadable input (one line on stderr).
+Exit 0 ready/not-applicable, 1 a checkpoint problem (or, with ``--source``, another release), 2 unreadable
+input (one line on stderr).
 """
 
 from __future__ import annotations
@@ -41,12 +42,29 @@ def _check(args: argparse.Namespace) -> int:
     from ..checkpoint.inspection import inspect_checkpoint
 
     report = inspect_checkpoint(args.model, endpoint=args.endpoint, all_headers=args.all_headers)
-    # Lineage (``--source``) plugs in here: compare TARGET with SOURCE and merge its verdict.
+    lineage = _lineage(args) if args.source else None
     if args.json:
-        emit_json(report.to_json())
+        doc = report.to_json()
+        if lineage is not None:
+            doc["lineage"] = lineage.to_dict()
+        emit_json(doc)
     else:
         out(format_report(report))
-    return report.exit_code
+        if lineage is not None:
+            out(f"lineage:      {lineage.summary()}")
+            if lineage.verdict == "other-release":
+                out(f"  [error] other-release: {lineage.refusal()}")
+    other_release = lineage is not None and lineage.verdict == "other-release"
+    return max(report.exit_code, 1 if other_release else 0)
+
+
+def _lineage(args: argparse.Namespace) -> Any:
+    """Is SOURCE the release TARGET was quantized from? The comparison graft runs before writing anything."""
+    from ..checkpoint.source import open_checkpoint
+    from ..graft.lineage import compare_lineage
+
+    return compare_lineage(open_checkpoint(args.model, endpoint=args.endpoint),
+                           open_checkpoint(args.source, endpoint=args.endpoint))
 
 
 def register(sub: Any) -> None:
@@ -58,6 +76,10 @@ def register(sub: Any) -> None:
     check.add_argument("--all-headers", action="store_true",
                        help="parse every shard's header entry by entry (default: the shards of the draft layer; "
                             "every other local shard gets a size-and-framing integrity test)")
+    check.add_argument("--source", default=None, metavar="SOURCE",
+                       help="also check that SOURCE (local dir or Hub id) is the release this checkpoint was "
+                            "quantized from, as graft does before writing: tensors both store unquantized are "
+                            "compared over bounded byte windows; exit 1 if they differ")
     check.add_argument("--endpoint", default=None, help=argparse.SUPPRESS)  # Hub mirror / tests
 
 
