@@ -4,7 +4,8 @@ Run as ``python tests/scenarios_resolution.py <family> '<json params>'`` in a fr
 process (SGLang's imports cost seconds and leave process-global state: plugins load
 once per process, resolution hooks cannot be unregistered). Prints one ``RESULT:``
 JSON line. Faked, because it needs a GPU: the GPU generation (SGLang's own
-``override_platform`` test primitive plus ``torch.cuda.get_device_capability``).
+``override_platform`` test primitive plus ``torch.cuda.get_device_capability``, from
+``sglang_glm_mtp/gpu_emulation.py``, shared with the demo).
 """
 
 from __future__ import annotations
@@ -13,21 +14,14 @@ import os
 import sys
 from typing import Any, Callable
 
-# One table of emulated GPU generations, shared with the demo.
-from sglang_glm_mtp.plugin.demo_resolution import COMMON_FACTS, GENERATIONS  # noqa: E402
-COMMON = COMMON_FACTS
+from sglang_glm_mtp.gpu_emulation import emulated_platform, error_fields
 
 
-
-def resolve(argv: list[str], generation: str) -> Any:
+def resolve(argv: list[str], generation: str, **facts: Any) -> Any:
     """prepare_server_args + resolve_once exactly as launch_server does, under an emulated GPU."""
-    import torch
-    from sglang.srt.runtime_context import override_platform
     from sglang.srt.server_args import prepare_server_args
 
-    facts = {**COMMON, **GENERATIONS[generation]}
-    torch.cuda.get_device_capability = lambda *a, **k: facts["device_capability"]  # GPU-only probe
-    with override_platform(**facts):
+    with emulated_platform(generation, **facts):
         server_args = prepare_server_args(argv)
         server_args.resolve_once()
     return server_args
@@ -37,8 +31,7 @@ def _outcome(fn: Callable[[], Any]) -> dict[str, Any]:
     try:
         return {"ok": True, **fn()}
     except Exception as exc:  # the scenario reports what SGLang raised; the test asserts on it
-        return {"ok": False, "error_type": type(exc).__name__, "error_mro": [c.__name__ for c in type(exc).__mro__],
-                "error": str(exc)}
+        return error_fields(exc)
 
 
 def _resolved(server_args: Any) -> dict[str, Any]:

@@ -21,18 +21,15 @@ the CUDA-only DSA indexer fusion switch (``emulate_cuda_indexer_fusion``).
 
 from __future__ import annotations
 
-import contextlib
 import importlib.metadata
 import logging
 import os
 import socket
 import sys
 import types
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
-# One table of emulated GPU generations, shared with the demo.
-from sglang_glm_mtp.plugin.demo_resolution import COMMON_FACTS, GENERATIONS  # noqa: E402
-
+from sglang_glm_mtp.gpu_emulation import emulate_device_capability, emulated_platform
 
 PLUGIN = "glm_mtp"
 _state: dict[str, Any] = {"generation": None, "parallel": False, "plugins": None}
@@ -43,10 +40,7 @@ _state: dict[str, Any] = {"generation": None, "parallel": False, "plugins": None
 
 def install_shims(generation: str = "sm90") -> None:
     """torch's capability probe (called unconditionally for DSA models) and the vLLM rotary module."""
-    import torch
-
-    capability = GENERATIONS[generation]["device_capability"]
-    torch.cuda.get_device_capability = lambda *a, **k: capability
+    emulate_device_capability(generation)
     _state["generation"] = generation
     if "vllm._custom_ops" not in sys.modules:
         vllm = types.ModuleType("vllm")
@@ -58,22 +52,6 @@ def install_shims(generation: str = "sm90") -> None:
         ops.rotary_embedding = rotary_embedding
         vllm._custom_ops = ops
         sys.modules.update({"vllm": vllm, "vllm._custom_ops": ops})
-
-
-@contextlib.contextmanager
-def emulated_platform(generation: str | None) -> Iterator[None]:
-    """SGLang's own test primitive: every ``get_platform()`` reader sees that GPU generation."""
-    if generation is None:
-        yield
-        return
-    from sglang.srt.runtime_context import override_platform
-
-    import torch
-
-    facts = {**COMMON_FACTS, **GENERATIONS[generation]}
-    torch.cuda.get_device_capability = lambda *a, **k: facts["device_capability"]
-    with override_platform(**facts):
-        yield
 
 
 def emulate_cuda_indexer_fusion(sm_count: int = 132) -> None:

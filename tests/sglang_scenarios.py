@@ -30,6 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import sglang_harness as harness  # noqa: E402  (path set above; this file runs as a script)
 
+from sglang_glm_mtp.gpu_emulation import error_fields  # noqa: E402
+
 LAYER = 4  # the tiny fixtures' draft layer (num_hidden_layers)
 
 
@@ -37,8 +39,7 @@ LAYER = 4  # the tiny fixtures' draft layer (num_hidden_layers)
 
 
 def _error(exc: BaseException) -> dict[str, Any]:
-    return {"ok": False, "error_type": type(exc).__name__, "error_mro": [c.__name__ for c in type(exc).__mro__],
-            "error": str(exc), "where": "".join(traceback.format_exception(exc)[-12:])}
+    return {**error_fields(exc), "where": "".join(traceback.format_exception(exc)[-12:])}
 
 
 def _with_env(env: dict[str, str] | None, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
@@ -404,13 +405,6 @@ FAMILIES: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
 }
 
 if __name__ == "__main__":
-    family, raw = sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else "{}"
-    started = time.perf_counter()
-    try:
-        out = FAMILIES[family](json.loads(raw))
-    except Exception:
-        out = {"crashed": traceback.format_exc()}
-    out["family_seconds"] = round(time.perf_counter() - started, 1)
-    sys.stdout.flush()
-    sys.stdout.write("RESULT:" + json.dumps(out, default=str) + "\n")
-    sys.stdout.flush()
+    from sglang_mode import scenario_main
+
+    scenario_main(FAMILIES)
