@@ -63,7 +63,7 @@ def family_resolution(params: dict[str, Any]) -> dict[str, Any]:
     }
     for case in params["cases"]:
         argv = ["--model-path", case["model"], "--device", "cuda", *case.get("argv", [])]
-        outcome = _outcome(lambda: _resolved(resolve(argv, case.get("generation", "sm100"))))
+        outcome = _outcome(lambda: _resolved(resolve(argv, case.get("generation", "sm100"), **case.get("facts", {}))))
         outcome["children"] = len(psutil.Process().children(recursive=True))
         result["cases"][case["name"]] = outcome
     return result
@@ -87,18 +87,40 @@ def family_version_drift(params: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+class SpawnBlocked(RuntimeError):
+    """Raised instead of starting a process: no scheduler can run without a GPU, and the test needs none."""
+
+
 def family_engine(params: dict[str, Any]) -> dict[str, Any]:
-    """The Python API: sglang.Engine(...) must raise the preflight error before spawning anything."""
+    """The Python API: sglang.Engine(...) must raise the preflight error before it starts any process.
+
+    Faked: ``multiprocessing``'s ``Process.start`` records the spawn and raises instead (a
+    scheduler needs a GPU). Everything before it is SGLang's real launch path; the
+    ``ready`` control shows that path does reach a spawn.
+    """
+    import multiprocessing.process
     import psutil
     import torch
 
     torch.cuda.get_device_capability = lambda *a, **k: (10, 0)
     from sglang.srt.entrypoints.engine import Engine
 
-    outcome = _outcome(lambda: {"engine": repr(Engine(model_path=params["model"], speculative_algorithm="NEXTN",
-                                                      device="cuda"))})
-    outcome["children"] = len(psutil.Process().children(recursive=True))
-    return outcome
+    spawns: list[str] = []
+
+    def start(process: Any) -> None:
+        spawns.append(getattr(process, "name", "?"))
+        raise SpawnBlocked(f"would start {process.name}")
+
+    multiprocessing.process.BaseProcess.start = start  # type: ignore[method-assign]
+    out: dict[str, Any] = {}
+    for name in ("missing", "ready"):
+        spawns.clear()
+        outcome = _outcome(lambda: {"engine": repr(Engine(model_path=params[name], speculative_algorithm="NEXTN",
+                                                          device="cuda"))})
+        outcome["spawns"] = list(spawns)
+        outcome["children"] = len(psutil.Process().children(recursive=True))
+        out[name] = outcome
+    return out
 
 
 FAMILIES = {"resolution": family_resolution, "version_drift": family_version_drift, "engine": family_engine}
