@@ -374,7 +374,9 @@ def prec(ckpt: dict[str, Path]) -> dict[str, Any]:
 def test_bf16_draft_under_nvfp4_target_is_built_unquantized_and_logged_once(prec: dict[str, Any]) -> None:
     """Real ``_resolve_nextn_quant_config`` hook on the real draft class (emulated SM100 resolution): BF16 layer
     headers -> None, experts ``UnquantizedFusedMoEMethod``; the outer config stays the target's (lm_head).
-    Built twice in one process: the evidence line is logged once."""
+    Built twice in one process: the evidence line is logged once. Stock SGLang nulls a modelopt_fp4 draft config
+    too, so the build itself is not the plugin's doing here; test_bf16_draft_in_an_fp8_target_is_built_unquantized
+    is the case where only the plugin makes the BF16 draft unquantized."""
     case = ok(prec["cases"]["bf16_draft"], "bf16_draft")
     coverage_passed(case, "bf16_draft")
     facts = case["facts"]
