@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from sglang_mode import plugin_only, subprocess_env
+from sglang_mode import plugin_only, run_in_own_group, subprocess_env
 
 from sglang_glm_mtp import cli, demo
 
@@ -19,9 +19,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
         env.pop(name, None)
     # what the console script runs (``python -m sglang_glm_mtp.cli`` would register sub-commands on a second copy)
     entry = "import sys; from sglang_glm_mtp.cli import main; sys.exit(main())"
-    proc = subprocess.run([sys.executable, "-c", entry, "demo", *args], capture_output=True, text=True, env=env,
-                          timeout=600)
-    return proc
+    return run_in_own_group([sys.executable, "-c", entry, "demo", *args], env=env, timeout=600)
 
 
 def _in_order(text: str, *needles: str) -> None:
