@@ -29,6 +29,7 @@ import importlib.util
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -123,11 +124,38 @@ def added_tests() -> list[str]:
     return tests
 
 
-def _run(argv: list[str], cwd: Path, env: dict[str, str], label: str) -> None:
+#: Seconds one step (a pytest run) may take before its whole process group is ended.
+STEP_TIMEOUT = 2400.0
+
+
+def _end_group(proc: subprocess.Popen, grace: float = 10.0) -> None:
+    """SIGTERM the step's session (a pytest there turns it into Ctrl-C and ends its own scenario groups), then
+    SIGKILL whatever is left: the step's grandchildren never outlive it."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            return
+        if sig == signal.SIGTERM:
+            try:
+                proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                pass
+
+
+def _run(argv: list[str], cwd: Path, env: dict[str, str], label: str, timeout: float = STEP_TIMEOUT) -> None:
     print(f"\n== {label}\n$ {' '.join(argv)}  (cwd {cwd})", flush=True)
-    proc = subprocess.run(argv, cwd=cwd, env=env)
-    if proc.returncode != 0:
-        raise VerifyError(f"{label}: exit status {proc.returncode}")
+    proc = subprocess.Popen(argv, cwd=cwd, env=env, start_new_session=True)
+    try:
+        returncode = proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise VerifyError(f"{label}: no exit within {timeout:.0f} s; stopped it and its subprocesses") from None
+    finally:  # timeout, Ctrl-C, or grandchildren left behind by a finished step
+        _end_group(proc)
+        if proc.poll() is None:
+            proc.wait()
+    if returncode != 0:
+        raise VerifyError(f"{label}: exit status {returncode}")
 
 
 def run_unit_tests(tree: Path) -> None:

@@ -15,9 +15,9 @@ demo runs the real tools on them, in the order a user would:
    runner the plugin chose.
 
 Steps 3 and 6 need SGLang; they run in one child process
-(``plugin/demo_resolution.py``) started first, so SGLang's ~8 s import overlaps with
+(``demo_resolver.py``) started first, so SGLang's ~8 s import overlaps with
 steps 1-2. Without a GPU the child emulates the GPU generation named by ``gpu`` the way
-SGLang's own tests do, and the result says so. Without SGLang they are skipped with a note.
+SGLang's own tests do (``gpu_emulation.py``), and the result says so. Without SGLang they are skipped with a note.
 
 Library only: results are dataclasses handed to ``on_step`` as each step finishes;
 ``cli_demo`` prints them.
@@ -61,7 +61,7 @@ SGLANG_LOG = "sglang-resolution.log"
 LAUNCH_FLAGS = ["--speculative-algorithm", "NEXTN", "--quantization", "modelopt_fp4"]
 #: Seconds to wait for the SGLang child (import + one resolution); generous for a busy 2-core machine.
 SGLANG_TIMEOUT = 240.0
-RESOLVER_MODULE = "sglang_glm_mtp.plugin.demo_resolution"
+RESOLVER_MODULE = "sglang_glm_mtp.demo_resolver"
 
 StepKind = Literal["build", "check", "sglang", "graft"]
 

@@ -1,8 +1,11 @@
-"""Which MoE runner the NextN draft should use: one rule table, shared by the plugin and patches/.
+"""Which MoE runner the NextN draft should use: the plugin's rule table.
 
 Pure logic, no SGLang import: the plugin gathers the facts from SGLang at resolution
 time, this module decides. The evidence behind each rule is in docs/moe-runner.md;
-the rule ids below are the anchors there.
+the rule ids below are the anchors there. Patch 0003 (patches/sglang-v0.5.23/) writes
+the same rules again inside SGLang's ``overrides.py``, which cannot import this package;
+tests/test_runner_rules.py runs the patch's function from the patch text and checks both
+agree over the full cross product of the facts they share.
 """
 
 from __future__ import annotations
@@ -46,6 +49,9 @@ def _triton(rule: str, reason: str, facts: RunnerFacts) -> RunnerDecision:
 def choose_draft_runner(facts: RunnerFacts) -> RunnerDecision:
     """First matching rule wins; an explicit --speculative-moe-runner-backend never reaches here."""
     draft, target = facts.draft_precision, facts.target_precision
+    if target == "bf16":
+        return _keep("unquantized-target", f"{draft} draft under an unquantized target keeps the target's runner "
+                                           "(the draft is built unquantized like the target)")
     if draft != "bf16":
         if draft == "fp8" and facts.target_backend in ("flashinfer_cutlass", "flashinfer_cutedsl"):
             return _triton("fp8-no-cutlass",
@@ -53,8 +59,6 @@ def choose_draft_runner(facts: RunnerFacts) -> RunnerDecision:
                            "swap in triton; declared explicitly", facts)
         return _keep("quantized-like-target",
                      f"{draft} draft keeps the target's runner ({facts.target_backend})")
-    if target == "bf16":
-        return _keep("unquantized-target", "BF16 draft under a BF16 target keeps the target's runner")
     if facts.is_hip:
         return _triton("hip-bf16-draft",
                        "ROCm: SGLang's own default for a BF16 NextN layer in a quantized DeepSeek-family checkpoint "

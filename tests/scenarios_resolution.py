@@ -4,7 +4,8 @@ Run as ``python tests/scenarios_resolution.py <family> '<json params>'`` in a fr
 process (SGLang's imports cost seconds and leave process-global state: plugins load
 once per process, resolution hooks cannot be unregistered). Prints one ``RESULT:``
 JSON line. Faked, because it needs a GPU: the GPU generation (SGLang's own
-``override_platform`` test primitive plus ``torch.cuda.get_device_capability``).
+``override_platform`` test primitive plus ``torch.cuda.get_device_capability``, from
+``sglang_glm_mtp/gpu_emulation.py``, shared with the demo).
 """
 
 from __future__ import annotations
@@ -13,21 +14,14 @@ import os
 import sys
 from typing import Any, Callable
 
-# One table of emulated GPU generations, shared with the demo.
-from sglang_glm_mtp.plugin.demo_resolution import COMMON_FACTS, GENERATIONS  # noqa: E402
-COMMON = COMMON_FACTS
+from sglang_glm_mtp.gpu_emulation import emulated_platform, error_fields
 
 
-
-def resolve(argv: list[str], generation: str) -> Any:
+def resolve(argv: list[str], generation: str, **facts: Any) -> Any:
     """prepare_server_args + resolve_once exactly as launch_server does, under an emulated GPU."""
-    import torch
-    from sglang.srt.runtime_context import override_platform
     from sglang.srt.server_args import prepare_server_args
 
-    facts = {**COMMON, **GENERATIONS[generation]}
-    torch.cuda.get_device_capability = lambda *a, **k: facts["device_capability"]  # GPU-only probe
-    with override_platform(**facts):
+    with emulated_platform(generation, **facts):
         server_args = prepare_server_args(argv)
         server_args.resolve_once()
     return server_args
@@ -37,8 +31,7 @@ def _outcome(fn: Callable[[], Any]) -> dict[str, Any]:
     try:
         return {"ok": True, **fn()}
     except Exception as exc:  # the scenario reports what SGLang raised; the test asserts on it
-        return {"ok": False, "error_type": type(exc).__name__, "error_mro": [c.__name__ for c in type(exc).__mro__],
-                "error": str(exc)}
+        return error_fields(exc)
 
 
 def _resolved(server_args: Any) -> dict[str, Any]:
@@ -70,7 +63,7 @@ def family_resolution(params: dict[str, Any]) -> dict[str, Any]:
     }
     for case in params["cases"]:
         argv = ["--model-path", case["model"], "--device", "cuda", *case.get("argv", [])]
-        outcome = _outcome(lambda: _resolved(resolve(argv, case.get("generation", "sm100"))))
+        outcome = _outcome(lambda: _resolved(resolve(argv, case.get("generation", "sm100"), **case.get("facts", {}))))
         outcome["children"] = len(psutil.Process().children(recursive=True))
         result["cases"][case["name"]] = outcome
     return result
@@ -94,18 +87,40 @@ def family_version_drift(params: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+class SpawnBlocked(RuntimeError):
+    """Raised instead of starting a process: no scheduler can run without a GPU, and the test needs none."""
+
+
 def family_engine(params: dict[str, Any]) -> dict[str, Any]:
-    """The Python API: sglang.Engine(...) must raise the preflight error before spawning anything."""
+    """The Python API: sglang.Engine(...) must raise the preflight error before it starts any process.
+
+    Faked: ``multiprocessing``'s ``Process.start`` records the spawn and raises instead (a
+    scheduler needs a GPU). Everything before it is SGLang's real launch path; the
+    ``ready`` control shows that path does reach a spawn.
+    """
+    import multiprocessing.process
     import psutil
     import torch
 
     torch.cuda.get_device_capability = lambda *a, **k: (10, 0)
     from sglang.srt.entrypoints.engine import Engine
 
-    outcome = _outcome(lambda: {"engine": repr(Engine(model_path=params["model"], speculative_algorithm="NEXTN",
-                                                      device="cuda"))})
-    outcome["children"] = len(psutil.Process().children(recursive=True))
-    return outcome
+    spawns: list[str] = []
+
+    def start(process: Any) -> None:
+        spawns.append(getattr(process, "name", "?"))
+        raise SpawnBlocked(f"would start {process.name}")
+
+    multiprocessing.process.BaseProcess.start = start  # type: ignore[method-assign]
+    out: dict[str, Any] = {}
+    for name in ("missing", "ready"):
+        spawns.clear()
+        outcome = _outcome(lambda: {"engine": repr(Engine(model_path=params[name], speculative_algorithm="NEXTN",
+                                                          device="cuda"))})
+        outcome["spawns"] = list(spawns)
+        outcome["children"] = len(psutil.Process().children(recursive=True))
+        out[name] = outcome
+    return out
 
 
 FAMILIES = {"resolution": family_resolution, "version_drift": family_version_drift, "engine": family_engine}

@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import os
 import pickle
-import time
 import types
 from typing import Any
 
@@ -39,6 +38,22 @@ class _Capture(logging.Handler):
     def take(self) -> list[tuple[str, str]]:
         out, self.records = self.records, []
         return [r for r in out if r[0] in ("ERROR", "WARNING")]
+
+
+def _resolve_dotted(target: str) -> Any:
+    """``pkg.module.Class.attr`` -> the object SGLang's code would call."""
+    import importlib
+
+    parts = target.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        for name in parts[cut:]:
+            obj = getattr(obj, name)
+        return obj
+    raise ImportError(target)
 
 
 def _start() -> _Capture:
@@ -101,7 +116,30 @@ def _internal_state(reporter: Any) -> dict[str, Any]:
     msgspec.msgpack.encode(reply)  # what send_control_output does with it: must be msgpack-safe
     state = reply.internal_state
     return {"glm_mtp": state.get("glm_mtp"), "avg_spec_accept_length": state.get("avg_spec_accept_length"),
-            "has_resolved_fields": "speculative_algorithm" in state}
+            "has_resolved_fields": "speculative_algorithm" in state, "keys": sorted(state)}
+
+
+def _http_server_info_keys() -> list[str]:
+    """Keys the /server_info route adds around ``build_server_info`` (read from the route's own source)."""
+    import inspect
+    import re
+
+    import sglang.srt.entrypoints.http_server as http_server
+
+    source = inspect.getsource(http_server.server_info)
+    return sorted(set(re.findall(r'^\s*"(\w+)":', source, flags=re.M)))
+
+
+def _spec_meta_keys() -> list[str]:
+    """The meta_info keys SGLang's own tokenizer manager adds for one finished speculative request."""
+    from sglang.srt.managers.tokenizer_manager import TokenizerManager
+
+    meta: dict[str, Any] = {}
+    recv = types.SimpleNamespace(spec_verify_ct=[5], spec_num_correct_drafts=[10], completion_tokens=[15],
+                                 spec_num_cap_tokens=None, spec_num_block_accept_tokens=None,
+                                 spec_correct_drafts_histogram=None, spec_cap_lens_histogram=None)
+    TokenizerManager._calculate_spec_decoding_metrics(object.__new__(TokenizerManager), meta, recv, 0)
+    return sorted(meta)
 
 
 def family_serving(params: dict[str, Any]) -> dict[str, Any]:
@@ -114,14 +152,19 @@ def family_serving(params: dict[str, Any]) -> dict[str, Any]:
     from sglang_glm_mtp.plugin import canary
     from sglang_glm_mtp.plugin.settings import CanarySettings
 
+    from sglang_glm_mtp.plugin.registration import CANARY_TARGET, SERVER_INFO_TARGET
+
     out: dict[str, Any] = {"patched": sorted(HookRegistry._patched),
-                           "canary_settings": canary.canary_snapshot()}
+                           "canary_settings": canary.canary_snapshot(),
+                           "hooked": {t: hasattr(_resolve_dotted(t), "__wrapped__")
+                                      for t in (SERVER_INFO_TARGET, CANARY_TARGET)}}
     server_args = resolve(["--model-path", params["ready"], "--device", "cuda", "--speculative-algorithm", "NEXTN",
                            "--quantization", "modelopt_fp4"], "sm100")
     # /server_info: http_server does `from sglang.srt.utils import build_server_info` (bound to the wrapper)
     info = sglang_utils.build_server_info(server_args, {"max_total_num_tokens": 1000})
     import sglang.srt.entrypoints.http_server as http_server
 
+    out["real_keys"] = {"build_server_info": sorted(info), "http_route": _http_server_info_keys()}
     out["server_info"] = {"glm_mtp": info.get("glm_mtp"), "has_fields": "speculative_algorithm" in info,
                           "http_server_bound": http_server.build_server_info is common.build_server_info,
                           "wrapped": hasattr(common.build_server_info, "__wrapped__")}
@@ -137,23 +180,7 @@ def family_serving(params: dict[str, Any]) -> dict[str, Any]:
                               "forward_ct": reporter.spec_num_forward_ct}
     reporter.spec_total_num_accept_tokens, reporter.spec_total_num_forward_ct = 300, 100  # a folded log interval
     out["internal_state"] = _internal_state(reporter)
-
-    # Per-step cost: the wrapped method against SGLang's own, on a canary that is judging (no window closes).
-    canary.configure_canary(CanarySettings(warmup_steps=10**9))
-    method = type(reporter).update_spec_metrics
-    original = method.__wrapped__
-    n = 20000
-    _verify_steps(reporter, 1, 4, 3.0)  # activation happens once, outside the timing
-    timings = {}
-    for label, fn in (("original", original), ("wrapped", method)):
-        best = float("inf")
-        for _ in range(5):
-            start = time.perf_counter()
-            for _ in range(n):
-                fn(reporter, 4, 8, num_accept_tokens=12, num_block_accept_tokens=0, num_cap_tokens=0)
-            best = min(best, (time.perf_counter() - start) / n)
-        timings[label] = best
-    out["per_step_seconds"] = timings
+    out["real_keys"]["spec_meta_info"] = _spec_meta_keys()
 
     # A launch that skipped the preflight on a missing draft: the canary is the last line of defence.
     os.environ["SGLANG_GLM_MTP_SKIP_PREFLIGHT"] = "1"

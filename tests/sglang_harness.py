@@ -21,18 +21,15 @@ the CUDA-only DSA indexer fusion switch (``emulate_cuda_indexer_fusion``).
 
 from __future__ import annotations
 
-import contextlib
 import importlib.metadata
 import logging
 import os
 import socket
 import sys
 import types
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
-# One table of emulated GPU generations, shared with the demo.
-from sglang_glm_mtp.plugin.demo_resolution import COMMON_FACTS, GENERATIONS  # noqa: E402
-
+from sglang_glm_mtp.gpu_emulation import emulate_device_capability, emulated_platform
 
 PLUGIN = "glm_mtp"
 _state: dict[str, Any] = {"generation": None, "parallel": False, "plugins": None}
@@ -43,10 +40,7 @@ _state: dict[str, Any] = {"generation": None, "parallel": False, "plugins": None
 
 def install_shims(generation: str = "sm90") -> None:
     """torch's capability probe (called unconditionally for DSA models) and the vLLM rotary module."""
-    import torch
-
-    capability = GENERATIONS[generation]["device_capability"]
-    torch.cuda.get_device_capability = lambda *a, **k: capability
+    emulate_device_capability(generation)
     _state["generation"] = generation
     if "vllm._custom_ops" not in sys.modules:
         vllm = types.ModuleType("vllm")
@@ -58,22 +52,6 @@ def install_shims(generation: str = "sm90") -> None:
         ops.rotary_embedding = rotary_embedding
         vllm._custom_ops = ops
         sys.modules.update({"vllm": vllm, "vllm._custom_ops": ops})
-
-
-@contextlib.contextmanager
-def emulated_platform(generation: str | None) -> Iterator[None]:
-    """SGLang's own test primitive: every ``get_platform()`` reader sees that GPU generation."""
-    if generation is None:
-        yield
-        return
-    from sglang.srt.runtime_context import override_platform
-
-    import torch
-
-    facts = {**COMMON_FACTS, **GENERATIONS[generation]}
-    torch.cuda.get_device_capability = lambda *a, **k: facts["device_capability"]
-    with override_platform(**facts):
-        yield
 
 
 def emulate_cuda_indexer_fusion(sm_count: int = 132) -> None:
@@ -188,7 +166,8 @@ def draft_argv(model_dir: str, extra_argv: list[str] | tuple[str, ...] = ()) -> 
 
 def build_draft(model_dir: str, extra_argv: list[str] | tuple[str, ...] = (), *, generation: str | None = "sm90",
                 via: str = "get_model", postprocess: bool = True, world_rank: int = 0, port: int | None = None,
-                before_load: Callable[[Any], None] | None = None, build_on_platform: bool = False) -> Any:
+                before_load: Callable[[Any], None] | None = None, build_on_platform: bool = False,
+                drop_preflight_state: bool = False) -> Any:
     """The draft model, constructed and loaded as ``EagleDraftWorker`` -> ``ModelRunner.load_model`` does.
 
     ``via="get_model"``: SGLang's ``get_model`` end to end (works for BF16 drafts on CPU).
@@ -200,6 +179,9 @@ def build_draft(model_dir: str, extra_argv: list[str] | tuple[str, ...] = (), *,
     ``build_on_platform``: also construct under the emulated GPU generation (NVFP4 MoE
     methods refuse a non-Blackwell platform in ``__init__``; on CPU ``is_cuda()`` is False,
     so even the SM80-SM90 marlin fallback is not taken).
+    ``drop_preflight_state``: the scheduler gets a record without the main process's
+    preflight result (as when the main process ran another SGLang or the plugin there
+    could not read the checkpoint), so the draft precision comes from its own header read.
     Raises whatever SGLang or the plugin raises.
     """
     import torch
@@ -211,6 +193,10 @@ def build_draft(model_dir: str, extra_argv: list[str] | tuple[str, ...] = (), *,
     from sglang.srt.runtime_context import get_model, get_spec
 
     server_args = prepare_and_publish(draft_argv(model_dir, extra_argv), generation=generation, world_rank=world_rank)
+    if drop_preflight_state:
+        from sglang.srt.runtime_context import get_context
+
+        (getattr(get_context().server_args, "_glm_mtp_state", None) or {}).pop("preflight", None)
     init_parallel_once(server_args, port=port)
     initialize_moe_config()  # scheduler.py does this after publish; it carries the speculative MoE backend
     model_config = ModelConfig.from_server_args(server_args, model_path=get_spec().speculative_draft_model_path,

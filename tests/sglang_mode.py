@@ -13,7 +13,10 @@ refuses, builds and chooses) run in both modes; assertions about the plugin itse
 
 from __future__ import annotations
 
+import contextlib
 import os
+import subprocess
+from typing import Iterator
 
 import pytest
 
@@ -57,29 +60,87 @@ def run_scenario(script: "os.PathLike[str] | str", family: str, params: dict, *,
 
     The plugin's own switches (``SGLANG_GLM_MTP_*``, ``SGLANG_ENABLE_PLUGIN``) are cleared
     unless passed in ``env``, so a developer's shell cannot change what a test sees. The
-    process gets its own session: on a timeout the whole group goes, rank processes included.
+    process gets its own session, and the whole group (rank processes included) is killed
+    on every way out: a timeout, an exception, Ctrl-C, or a normal return that left
+    grandchildren behind.
     """
     import json
-    import signal
-    import subprocess
     import sys
 
     base = {k: v for k, v in os.environ.items() if not k.startswith("SGLANG_GLM_MTP_") and k != "SGLANG_ENABLE_PLUGIN"}
     environment = subprocess_env({**base, **env})
-    proc = subprocess.Popen([sys.executable, str(script), family, json.dumps(params)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=environment, start_new_session=True)
-    try:
-        stdout, stderr = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        stdout, stderr = proc.communicate()
-        pytest.fail(f"{family}: no result within {timeout:.0f} s\nstderr tail:\n{stderr[-4000:]}")
-    lines = [line for line in stdout.splitlines() if line.startswith("RESULT:")]
+    proc = run_in_own_group([sys.executable, str(script), family, json.dumps(params)], timeout=timeout,
+                            env=environment)
+    stdout, stderr = proc.stdout, proc.stderr
+    lines = [line for line in stdout.splitlines() if line.startswith(RESULT_PREFIX)]
     assert lines, f"{family}: no RESULT line (rc={proc.returncode})\nstdout:{stdout[-3000:]}\nstderr:{stderr[-4000:]}"
-    result = json.loads(lines[-1][len("RESULT:"):])
+    result = json.loads(lines[-1][len(RESULT_PREFIX):])
     assert "crashed" not in result, f"{family} scenario crashed:\n{result.get('crashed')}"
     result["_stderr"] = stderr
     return result
+
+
+RESULT_PREFIX = "RESULT:"
+
+
+def kill_group(proc: "subprocess.Popen[str]", grace: float = 5.0) -> None:
+    """End the session ``proc`` leads (started with ``start_new_session=True``): SIGTERM, then SIGKILL.
+
+    SIGTERM first so that a pytest inside (patches/verify_patches.py runs one) turns it into
+    KeyboardInterrupt (tests/conftest.py) and kills its own scenario groups on the way out.
+    """
+    import signal
+    import time
+
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            return  # nothing left in the group
+        if sig == signal.SIGTERM:
+            deadline = time.monotonic() + grace
+            while time.monotonic() < deadline and _group_alive(proc.pid):
+                if proc.poll() is None:
+                    try:
+                        proc.wait(timeout=0.05)
+                    except subprocess.TimeoutExpired:
+                        pass
+                else:
+                    time.sleep(0.05)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def killing_group(proc: "subprocess.Popen[str]") -> Iterator[None]:
+    """Whatever leaves the block (return, exception, KeyboardInterrupt, pytest.fail), the group goes with it."""
+    try:
+        yield
+    finally:
+        kill_group(proc)
+        if proc.poll() is None:
+            proc.wait()
+
+
+def run_in_own_group(argv: list[str], *, timeout: float, **kwargs: object) -> "subprocess.CompletedProcess[str]":
+    """``subprocess.run`` whose child gets its own session, killed with all its descendants on every way out."""
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            **kwargs)  # type: ignore[call-overload]
+    with killing_group(proc):
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            kill_group(proc)
+            stdout, stderr = proc.communicate()
+            pytest.fail(f"{' '.join(map(str, argv[:3]))}: no exit within {timeout:.0f} s\n"
+                        f"stdout tail:\n{stdout[-3000:]}\nstderr tail:\n{stderr[-3000:]}")
+    return subprocess.CompletedProcess(argv, proc.returncode, stdout, stderr)
 
 
 def scenario_main(families: dict) -> None:
@@ -94,4 +155,4 @@ def scenario_main(families: dict) -> None:
     except Exception:
         payload = {"crashed": traceback.format_exc()}
     sys.stdout.flush()
-    sys.stdout.write("RESULT:" + json.dumps(payload, default=str) + "\n")
+    sys.stdout.write(RESULT_PREFIX + json.dumps(payload, default=str) + "\n")

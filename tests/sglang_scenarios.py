@@ -30,6 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import sglang_harness as harness  # noqa: E402  (path set above; this file runs as a script)
 
+from sglang_glm_mtp.gpu_emulation import error_fields  # noqa: E402
+
 LAYER = 4  # the tiny fixtures' draft layer (num_hidden_layers)
 
 
@@ -37,8 +39,7 @@ LAYER = 4  # the tiny fixtures' draft layer (num_hidden_layers)
 
 
 def _error(exc: BaseException) -> dict[str, Any]:
-    return {"ok": False, "error_type": type(exc).__name__, "error_mro": [c.__name__ for c in type(exc).__mro__],
-            "error": str(exc), "where": "".join(traceback.format_exception(exc)[-12:])}
+    return {**error_fields(exc), "where": "".join(traceback.format_exception(exc)[-12:])}
 
 
 def _with_env(env: dict[str, str] | None, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
@@ -159,6 +160,11 @@ def value_checks(model: Any, model_dir: str) -> dict[str, Any]:
     if wkw is not None and attn + "indexer.wk.weight" in ck:
         out["direct"]["wk_weights_proj = cat(wk, weights_proj)"] = _relation(
             wkw, torch.cat([ck[attn + "indexer.wk.weight"], ck[attn + "indexer.weights_proj.weight"]]), 0, 1)
+    for suffix in ("weight", "bias"):  # GLM-4.5 (no MLA): q, k, v fused into one qkv_proj, with biases
+        fused = params.get(f"model.decoder.self_attn.qkv_proj.{suffix}")
+        parts = [ck.get(f"{attn}{name}_proj.{suffix}") for name in "qkv"]
+        if fused is not None and all(part is not None for part in parts):
+            out["direct"][f"qkv_proj.{suffix} = cat(q, k, v)"] = _relation(fused, torch.cat(parts), 0, 1)
     # experts: local slot -> global expert id (EP), shared expert fused at the end
     local_routed = int(getattr(experts, "_num_local_routed", experts.num_local_experts))
     start = int(getattr(experts, "_expert_storage_rank", 0)) * local_routed
@@ -214,7 +220,8 @@ def run_case(case: dict[str, Any], logs: harness.LogCapture, *, values: bool = T
                 case["model"], case.get("argv", []), generation=case.get("generation", "sm90"),
                 via="steps" if want_snapshot or not case.get("postprocess", True) else "get_model",
                 postprocess=case.get("postprocess", True), before_load=before_load if want_snapshot else None,
-                build_on_platform=case.get("build_on_platform", False), **(build_kwargs or {}))
+                build_on_platform=case.get("build_on_platform", False),
+                drop_preflight_state=case.get("drop_preflight_state", False), **(build_kwargs or {}))
             result: dict[str, Any] = {"ok": True, "facts": model_facts(model)}
             if values:
                 result["values"] = value_checks(model, case["model"])
@@ -297,7 +304,52 @@ def family_draft_precision(params: dict[str, Any]) -> dict[str, Any]:
         result["cases"][case["name"]] = run_case(case, logs)
     result["exclusion"] = _exclusion_facts(params.get("exclusion_model"))
     result["shield"] = _shield_facts()
+    result["quant_config_decisions"] = _quant_config_decisions()
     return result
+
+
+def _quant_config_decisions() -> dict[str, Any]:
+    """The plugin's ``_resolve_nextn_quant_config`` hook on SGLang's real quant configs, per target config and draft
+    storage, the storage coming from the published preflight record as in a scheduler (FP8 and ModelOpt FP8
+    targets have no tiny checkpoint to build; their configs and the decision are real)."""
+    import logging
+    import types
+
+    from sglang.srt.layers.quantization.fp8 import Fp8Config
+    from sglang.srt.layers.quantization.modelopt_quant import ModelOptFp4Config, ModelOptFp8Config
+    from sglang.srt.runtime_context import get_context
+
+    from sglang_glm_mtp.plugin.draft_precision import resolve_nextn_quant_config
+
+    targets = {
+        "fp8": lambda: Fp8Config(is_checkpoint_fp8_serialized=True, weight_block_size=[128, 128]),
+        "modelopt_fp8": lambda: ModelOptFp8Config.from_config({"quant_algo": "FP8"}),
+        "modelopt_fp4": lambda: ModelOptFp4Config.from_config({"quant_algo": "NVFP4", "group_size": 16,
+                                                              "exclude_modules": ["lm_head"]}),
+    }
+    server_args = get_context().server_args
+    saved = getattr(server_args, "_glm_mtp_state", None)
+    logs = harness.capture_logs("sglang_glm_mtp.plugin.draft_precision")
+    out: dict[str, Any] = {}
+    try:
+        for target_name, make in targets.items():
+            for storage in ("bf16", "fp8", "nvfp4"):
+                setattr(server_args, "_glm_mtp_state", {"preflight": {
+                    "draft_precision": storage, "found_tensors": 35, "draft_layer": LAYER, "draft_shards": ["x"]}})
+                target = make()
+                logs.clear()
+                resolved = resolve_nextn_quant_config(lambda model, config, quant: quant, None,
+                                                      types.SimpleNamespace(num_hidden_layers=LAYER), target)
+                out[f"{target_name}/{storage}"] = {
+                    "target_name": target.get_name(), "same_object": resolved is target,
+                    "result": None if resolved is None else type(resolved).__name__,
+                    "result_name": None if resolved is None else resolved.get_name(),
+                    "block": getattr(resolved, "weight_block_size", None),
+                    "errors": [m for n, lvl, m in logs.records if lvl == "ERROR"]}
+    finally:
+        setattr(server_args, "_glm_mtp_state", saved)
+        logging.getLogger("sglang_glm_mtp.plugin.draft_precision").removeHandler(logs)
+    return out
 
 
 def _exclusion_facts(model_dir: str | None) -> dict[str, Any]:
@@ -404,13 +456,6 @@ FAMILIES: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
 }
 
 if __name__ == "__main__":
-    family, raw = sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else "{}"
-    started = time.perf_counter()
-    try:
-        out = FAMILIES[family](json.loads(raw))
-    except Exception:
-        out = {"crashed": traceback.format_exc()}
-    out["family_seconds"] = round(time.perf_counter() - started, 1)
-    sys.stdout.flush()
-    sys.stdout.write("RESULT:" + json.dumps(out, default=str) + "\n")
-    sys.stdout.flush()
+    from sglang_mode import scenario_main
+
+    scenario_main(FAMILIES)

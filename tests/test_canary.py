@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 import types
+from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
@@ -64,10 +65,26 @@ def test_defaults_judge_after_200_verify_steps(caplog: pytest.LogCaptureFixture)
     assert len(errors(caplog)) == 1
     snap = canary.canary_snapshot()
     assert snap["status"] == "tripped" and snap["steps"] == 200 and snap["mean_accept_length"] == 1.0
-    assert (snap["min_accept_length"], snap["warmup_steps"], snap["min_draft_tokens"]) == (1.2, 200, 2)
     steps(rep, 1000, 32, 1.0)
     assert len(errors(caplog)) == 1, "one ERROR, not one per window"
     assert "Run: sglang-glm-mtp check <model>" in errors(caplog)[0]  # nothing published: no path to name
+
+
+@pytest.mark.parametrize("tokens, trips", [(120, False), (119, True)])
+def test_default_threshold_is_1_2(caplog: pytest.LogCaptureFixture, tokens: int, trips: bool) -> None:
+    """Behaviour of the default threshold: a window averaging 1.20 passes, 1.19 trips."""
+    caplog.set_level(logging.DEBUG, logger=LOGGER)
+    for _ in range(200):
+        canary.on_verify_step(None, reporter(), 100, tokens - 100, num_accept_tokens=tokens,
+                              num_block_accept_tokens=0, num_cap_tokens=0)
+    assert (len(errors(caplog)) == 1) is trips
+    assert canary.canary_snapshot()["status"] == ("tripped" if trips else "ok")
+
+
+def test_snapshot_reports_the_configured_thresholds() -> None:
+    canary.configure_canary(CanarySettings(min_accept_length=1.7, warmup_steps=3, min_draft_tokens=5))
+    snap = canary.canary_snapshot()
+    assert (snap["min_accept_length"], snap["warmup_steps"], snap["min_draft_tokens"]) == (1.7, 3, 5)
 
 
 def test_mean_is_token_weighted_and_the_threshold_is_strict() -> None:
@@ -150,13 +167,24 @@ def test_positional_call_shape() -> None:
     assert canary.canary_snapshot()["last_window_mean_accept_length"] == 3.0
 
 
+#: The defaults docs/plugin.md documents (checked against the doc below), spelled out, not CanarySettings().
+DOCUMENTED_DEFAULTS = CanarySettings(enabled=True, min_accept_length=1.2, warmup_steps=200, min_draft_tokens=2)
+
+
+def test_documented_defaults_are_the_doc_s() -> None:
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "plugin.md").read_text()
+    assert f"`{settings.CANARY_MIN_ACCEPT_ENV}` ({DOCUMENTED_DEFAULTS.min_accept_length})" in doc
+    assert f"`{settings.CANARY_WARMUP_ENV}` ({DOCUMENTED_DEFAULTS.warmup_steps})" in doc
+
+
 @pytest.mark.parametrize("env, expected", [
-    ({}, CanarySettings()),
+    ({}, DOCUMENTED_DEFAULTS),
     ({settings.CANARY_ENV: "0"}, CanarySettings(enabled=False)),
     ({settings.CANARY_ENV: "off"}, CanarySettings(enabled=False)),
     ({settings.CANARY_MIN_ACCEPT_ENV: "1.6", settings.CANARY_WARMUP_ENV: "50"},
      CanarySettings(min_accept_length=1.6, warmup_steps=50)),
-    ({settings.CANARY_WARMUP_ENV: "lots"}, CanarySettings()),  # logged, defaults kept
+    ({settings.CANARY_WARMUP_ENV: "0"}, CanarySettings(warmup_steps=1)),  # at least one step per window
+    ({settings.CANARY_WARMUP_ENV: "lots"}, DOCUMENTED_DEFAULTS),  # logged, defaults kept
 ])
 def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch, env: dict[str, str],
                                    expected: CanarySettings) -> None:

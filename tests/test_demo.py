@@ -4,28 +4,22 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from sglang_mode import plugin_only, subprocess_env
+from sglang_mode import plugin_only, run_in_own_group, subprocess_env
 
 from sglang_glm_mtp import cli, demo
 
-#: The brief: the whole demo in under 30 s on a 2-core CPU (measured ~10 s); the margin absorbs a busy CI box.
-TIME_LIMIT_S = 60.0
 
-
-def run_cli(*args: str) -> tuple[subprocess.CompletedProcess[str], float]:
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """The demo through its console entry point (how long it takes is measured in benchmarks/, not here)."""
     env = subprocess_env()
     for name in ("SGLANG_ENABLE_PLUGIN", "SGLANG_GLM_MTP_SKIP_PREFLIGHT", "SGLANG_GLM_MTP_CANARY"):
         env.pop(name, None)
-    started = time.monotonic()
     # what the console script runs (``python -m sglang_glm_mtp.cli`` would register sub-commands on a second copy)
     entry = "import sys; from sglang_glm_mtp.cli import main; sys.exit(main())"
-    proc = subprocess.run([sys.executable, "-c", entry, "demo", *args], capture_output=True, text=True, env=env,
-                          timeout=600)
-    return proc, time.monotonic() - started
+    return run_in_own_group([sys.executable, "-c", entry, "demo", *args], env=env, timeout=600)
 
 
 def _in_order(text: str, *needles: str) -> None:
@@ -39,7 +33,7 @@ def _in_order(text: str, *needles: str) -> None:
 @pytest.mark.sglang
 @plugin_only
 def test_demo_end_to_end(tmp_path: Path) -> None:
-    proc, seconds = run_cli("--workdir", str(tmp_path / "demo"))
+    proc = run_cli("--workdir", str(tmp_path / "demo"))
     out = proc.stdout
     assert proc.returncode == 0, f"{out}\n{proc.stderr}"
     target = tmp_path / "demo" / "target-nvfp4"
@@ -64,14 +58,13 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
         "every step behaved as expected.",
     )
     assert out.count("No GPU here") == 1, "the emulation is said once, at the first SGLang step"
-    assert seconds < TIME_LIMIT_S, f"demo took {seconds:.1f} s"
     assert (tmp_path / "demo" / demo.SGLANG_LOG).read_text().count("glm_mtp: draft MoE runner flashinfer_cutlass") == 1
 
 
 @pytest.mark.sglang
 @plugin_only
 def test_demo_emulates_the_named_gpu(tmp_path: Path) -> None:
-    proc, _ = run_cli("--workdir", str(tmp_path / "demo"), "--gpu", "h100")
+    proc = run_cli("--workdir", str(tmp_path / "demo"), "--gpu", "h100")
     assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}"
     assert "emulating h100 (SM90)" in proc.stdout
     assert "draft MoE runner: triton (chosen by glm_mtp, rule pre-blackwell-bf16-draft)" in proc.stdout

@@ -12,12 +12,13 @@ import importlib.util
 import json
 import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from sglang_mode import run_in_own_group
 
 from sglang_glm_mtp import synthetic
 from sglang_glm_mtp.plugin.upstream import MARKERS
@@ -85,7 +86,7 @@ def test_patches_apply_cleanly_to_the_installed_pristine_sglang(tmp_path: Path) 
 @pytest.mark.slow
 def test_full_verification_passes() -> None:
     """patches/verify_patches.py end to end: apply, unit tests, behaviour tests without the plugin."""
-    proc = subprocess.run([sys.executable, str(VERIFY)], cwd=REPO, capture_output=True, text=True, timeout=3000)
+    proc = run_in_own_group([sys.executable, str(VERIFY)], cwd=REPO, timeout=3000)
     assert proc.returncode == 0, f"stdout:\n{proc.stdout[-6000:]}\nstderr:\n{proc.stderr[-4000:]}"
     assert "OK: 4 patches apply" in proc.stdout
 
@@ -110,8 +111,7 @@ def _plugin_env(patched: Path) -> dict[str, str]:
 
 
 def _run(argv: list[str], patched: Path) -> tuple[dict[str, Any], str]:
-    proc = subprocess.run([sys.executable, *argv], capture_output=True, text=True, env=_plugin_env(patched),
-                          timeout=600, cwd=REPO)
+    proc = run_in_own_group([sys.executable, *argv], env=_plugin_env(patched), timeout=600, cwd=REPO)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT:")]
     assert lines, f"no result (rc={proc.returncode})\nstdout:{proc.stdout[-3000:]}\nstderr:{proc.stderr[-3000:]}"
     result = json.loads(lines[-1][len("RESULT:"):])
@@ -193,7 +193,7 @@ print("RESULT:" + json.dumps({b: upstream.has_fix(b) for b in upstream.MARKERS})
 def test_plugin_acts_on_the_stock_sglang() -> None:
     """The installed 0.5.23 has none of the fixes: every behaviour stays the plugin's."""
     env = {k: v for k, v in os.environ.items() if k != "SGLANG_GLM_MTP_SGLANG_PATH"}
-    proc = subprocess.run([sys.executable, "-c", STOCK_PROBE], capture_output=True, text=True, env=env, timeout=600)
+    proc = run_in_own_group([sys.executable, "-c", STOCK_PROBE], env=env, timeout=600)
     line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT:")]
     assert line, proc.stderr[-3000:]
     assert json.loads(line[-1][len("RESULT:"):]) == {behaviour: False for behaviour in MARKERS}

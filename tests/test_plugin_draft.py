@@ -21,6 +21,7 @@ CUDA-only DSA indexer fusion switch. Nothing runs a forward pass.
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +86,21 @@ def ckpt(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "nvfp4_draft": synthetic.tiny_pair(root / "nvfp4", target_has_draft=True, draft_storage="nvfp4").target,
         "fp8_draft": synthetic.tiny_pair(root / "fp8", target_has_draft=True, draft_storage="fp8",
                                          config_overrides=synthetic.fp8_draft_overrides()).target,
+        "bf16_in_fp8_target": _fp8_target(synthetic.tiny_pair(root / "fp8-target",
+                                                               config_overrides=synthetic.fp8_draft_overrides()).original),
+        "glm45_original": synthetic.tiny_pair(root / "glm45", family="glm4.5").original,
     }
+
+
+def _fp8_target(checkpoint: Path) -> Path:
+    """A block-FP8 target (config.json quantization_config, as DeepSeek/GLM FP8 releases ship it) whose NextN layer
+    is stored BF16 and excluded, as its preflight reads it (status ready). Only the draft is built, so the other
+    layers' storage does not matter."""
+    config = json.loads((checkpoint / "config.json").read_text())
+    config["quantization_config"] = {"quant_method": "fp8", "activation_scheme": "dynamic", "fmt": "e4m3",
+                                     "weight_block_size": [128, 128], "modules_to_not_convert": ["model.layers.4*"]}
+    (checkpoint / "config.json").write_text(json.dumps(config))
+    return checkpoint
 
 
 # ============================================================================ coverage family
@@ -109,6 +124,7 @@ def cov(ckpt: dict[str, Path]) -> dict[str, Any]:
         {"name": "dsv3_missing", "model": str(ckpt["dsv3_missing"]), "argv": FP4, "env": SKIP_PREFLIGHT},
         {"name": "shared_disabled", "model": orig, "argv": TRITON + ["--disable-shared-experts-fusion"]},
         {"name": "shared_enforced", "model": orig, "argv": TRITON + ["--enforce-shared-experts-fusion"]},
+        {"name": "glm45_complete", "model": str(ckpt["glm45_original"]), "argv": TRITON},
         # process-global switch: keep these last
         {"name": "indexer_fused", "model": orig, "argv": TRITON, "emulate_cuda_indexer_fusion": True},
         {"name": "indexer_fused_missing_weights_proj", "model": str(ckpt["no_weights_proj"]), "argv": TRITON,
@@ -346,6 +362,11 @@ def prec(ckpt: dict[str, Path]) -> dict[str, Any]:
         {"name": "fp8_draft", "model": fp8, "argv": FP4, **blackwell},
         {"name": "fp8_draft_triton_sm90", "model": fp8, "argv": FP4 + TRITON, **blackwell, "generation": "sm90"},
         {"name": "nvfp4_draft_stock", "model": nvfp4, "argv": FP4, "stock_quant_config": True, **blackwell},
+        {"name": "nvfp4_draft_no_preflight_state", "model": nvfp4, "argv": FP4, "drop_preflight_state": True,
+         **blackwell},
+        {"name": "bf16_in_fp8_target", "model": str(ckpt["bf16_in_fp8_target"]), "argv": TRITON, **blackwell},
+        {"name": "bf16_in_fp8_target_stock", "model": str(ckpt["bf16_in_fp8_target"]), "argv": TRITON,
+         "stock_quant_config": True, **blackwell},
     ]
     return run_family("draft_precision", {"cases": cases, "generation": "sm100", "exclusion_model": nvfp4})
 
@@ -353,7 +374,9 @@ def prec(ckpt: dict[str, Path]) -> dict[str, Any]:
 def test_bf16_draft_under_nvfp4_target_is_built_unquantized_and_logged_once(prec: dict[str, Any]) -> None:
     """Real ``_resolve_nextn_quant_config`` hook on the real draft class (emulated SM100 resolution): BF16 layer
     headers -> None, experts ``UnquantizedFusedMoEMethod``; the outer config stays the target's (lm_head).
-    Built twice in one process: the evidence line is logged once."""
+    Built twice in one process: the evidence line is logged once. Stock SGLang nulls a modelopt_fp4 draft config
+    too, so the build itself is not the plugin's doing here; test_bf16_draft_in_an_fp8_target_is_built_unquantized
+    is the case where only the plugin makes the BF16 draft unquantized."""
     case = ok(prec["cases"]["bf16_draft"], "bf16_draft")
     coverage_passed(case, "bf16_draft")
     facts = case["facts"]
@@ -458,3 +481,83 @@ def test_fp8_draft_under_nvfp4_target_gets_block_fp8(prec: dict[str, Any], name:
     assert len(facts["skip_weight_check"]) == 4  # Fp8KVCacheMethod scales, not flagged
     assert set(case["values"]["expert_layout"].values()) == {layout}, case["values"]["expert_layout"]
     assert not {k: v for k, v in case["values"]["direct"].items() if v != "equal"}
+
+
+# ============================================================================ added: paths no fixture above reached
+
+
+def test_glm45_tensor_shapes_are_the_real_sglang_draft_s(cov: dict[str, Any]) -> None:
+    """The GLM-4.5 family table's tensor shapes (which synthetic writes and ``check`` expects), anchored to
+    SGLang itself: the real ``Glm4MoeForCausalLMNextN`` built from the tiny GLM-4.5 config loads the layer with
+    SGLang's own weight loaders (a shape SGLang disagrees with fails the load), and every one of its parameters
+    but the shared embedding and head holds exactly the checkpoint's values (fused qkv by its parts, experts by
+    layout). The plugin's coverage hook does not cover this class (only GLM-5.x/DeepSeek-V3 drafts)."""
+    case = ok(cov["cases"]["glm45_complete"], "glm45_complete")
+    assert case["facts"]["class"] == "Glm4MoeForCausalLMNextN"
+    values, params = case["values"], case["facts"]["params"]
+    assert set(values["direct"].values()) == {"equal"}, values["direct"]
+    assert values["expert_layout"] == {str(e): "gate,up" for e in range(4)} and set(values["w2"].values()) == {"equal"}
+    checked = {n for n in values["direct"] if n.startswith("model.")} | {
+        f"model.decoder.self_attn.qkv_proj.{s}" for s in ("weight", "bias") if f"qkv_proj.{s} = cat(q, k, v)" in
+        values["direct"]} | {f"{EXPERTS}.w13_weight", f"{EXPERTS}.w2_weight"}
+    assert set(params) - checked == {"lm_head.weight", "model.embed_tokens.weight"}, set(params) - checked
+
+
+def test_scheduler_reads_the_headers_itself_when_the_preflight_record_is_absent(prec: dict[str, Any]) -> None:
+    """The scheduler's fallback: no preflight result on the record it received, so the draft precision comes from
+    its own header read of the checkpoint; the NVFP4 draft is still built NVFP4 (stock SGLang would build it BF16
+    and fail on the scale names, see the control above)."""
+    case = ok(prec["cases"]["nvfp4_draft_no_preflight_state"], "nvfp4_draft_no_preflight_state")
+    coverage_passed(case, "nvfp4_draft_no_preflight_state")
+    assert case["facts"]["experts"]["method"] == "ModelOptNvFp4FusedMoEMethod"
+    assert case["facts"]["decoder_quant"] == "modelopt_fp4"
+
+
+@pytest.mark.xfail(UPSTREAM, strict=True, reason="patch 0002's nextn_quant_config_from_checkpoint reads the layer "
+                   "only for modelopt_fp4 targets and returns an fp8 target's config unchanged, so the patched SGLang "
+                   "builds this BF16 layer FP8 like stock SGLang (Downcasting not allowed); the plugin covers it")
+def test_bf16_draft_in_an_fp8_target_is_built_unquantized(prec: dict[str, Any]) -> None:
+    """Where the plugin changes what SGLang builds for a BF16 draft: under an FP8 target stock SGLang 0.5.23 passes
+    the target's block-FP8 config to the draft (only modelopt_fp4 is nulled), so the BF16 layer is built FP8 and
+    cannot load; with the plugin the layer's BF16 headers decide and it is built unquantized and loads."""
+    case = ok(prec["cases"]["bf16_in_fp8_target"], "bf16_in_fp8_target")
+    coverage_passed(case, "bf16_in_fp8_target")
+    facts = case["facts"]
+    assert facts["outer_quant"] == "fp8" and facts["decoder_quant"] is None, facts
+    assert facts["experts"]["method"] == "UnquantizedFusedMoEMethod"
+    assert facts["params"][f"{EXPERTS}.w13_weight"]["dtype"] == "bfloat16"
+    assert not {k: v for k, v in case["values"]["direct"].items() if v != "equal"}
+
+
+@plugin_only
+def test_stock_sglang_builds_the_bf16_draft_of_an_fp8_target_fp8(prec: dict[str, Any]) -> None:
+    """Control, real: SGLang's own ``_resolve_nextn_quant_config`` for the same build keeps block FP8 for the
+    BF16 layer, and SGLang's loader refuses to copy the BF16 weights into the FP8 parameters."""
+    case = prec["cases"]["bf16_in_fp8_target_stock"]
+    assert not case["ok"] and case["error_type"] == "ValueError", case
+    assert "Downcasting not allowed: target.dtype=torch.float8_e4m3fn, loaded_weight.dtype=torch.bfloat16" \
+        in case["error"]
+
+
+@plugin_only
+@pytest.mark.parametrize("key, result, same, errors", [
+    ("fp8/bf16", None, False, 0),  # BF16 layer in an FP8 release: unquantized
+    ("fp8/fp8", "Fp8Config", True, 0),  # FP8 passthrough: the target's own config object
+    ("fp8/nvfp4", "Fp8Config", True, 1),  # NVFP4 layer under a non-NVFP4 target: nothing to build it with, said
+    ("modelopt_fp8/fp8", "Fp8Config", False, 0),  # ModelOpt FP8 target, block-FP8 layer: the block config
+    ("modelopt_fp8/bf16", None, False, 0),
+    ("modelopt_fp8/nvfp4", "ModelOptFp8Config", True, 1),
+    ("modelopt_fp4/bf16", None, False, 0),
+    ("modelopt_fp4/fp8", "Fp8Config", False, 0),
+    ("modelopt_fp4/nvfp4", "ModelOptFp4Config", False, 0),  # a remapped copy, never the target's own
+])
+def test_draft_quant_config_per_target_and_draft_storage(prec: dict[str, Any], key: str, result: str | None,
+                                                         same: bool, errors: int) -> None:
+    """The plugin's ``_resolve_nextn_quant_config`` hook on SGLang's real quant config classes, the draft storage
+    read from the published preflight record as a scheduler does."""
+    decision = prec["quant_config_decisions"][key]
+    assert (decision["result"], decision["same_object"], len(decision["errors"])) == (result, same, errors), decision
+    if result == "Fp8Config" and not same:
+        assert decision["block"] == [128, 128]
+    if errors:
+        assert "is stored NVFP4 but the target is" in decision["errors"][0]

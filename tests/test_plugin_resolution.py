@@ -36,11 +36,24 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "incomplete": synthetic.make_variant(root / "incomplete", "draft-layer-incomplete"),
         "original": synthetic.tiny_pair(root / "orig").original,
         "nvfp4_draft": synthetic.tiny_pair(root / "nvfp4", target_has_draft=True, draft_storage="nvfp4").target,
+        "corrupt_header": synthetic.make_variant(root / "corrupt", "corrupt-header"),
+        "unreadable_index": _unreadable_index(synthetic.tiny_pair(root / "unreadable", target_has_draft=True).target),
     }
+
+
+def _unreadable_index(target: Path) -> Path:
+    """A complete target whose index the preflight cannot read (weight_map is not an object): no preflight result.
+    SGLang's resolution reads only config.json, so the launch resolves; the loader would judge the shards."""
+    index = target / "model.safetensors.index.json"
+    index.write_text('{"metadata": {}, "weight_map": []}')
+    return target
 
 
 NEXTN = ["--speculative-algorithm", "NEXTN"]
 FP4 = ["--quantization", "modelopt_fp4"]
+#: The FlashInfer all-to-all the target may use; a triton draft cannot (the plugin declares "none" for it).
+A2A = ["--moe-a2a-backend", "flashinfer", "--moe-runner-backend", "flashinfer_cutlass", "--tp-size", "2",
+       "--ep-size", "2", "--attn-dp-size", "2"]
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +61,6 @@ def resolution(checkpoints: dict[str, Path]) -> dict[str, Any]:
     cases = [
         {"name": "missing", "model": str(checkpoints["missing"]), "argv": NEXTN + FP4},
         {"name": "incomplete", "model": str(checkpoints["incomplete"]), "argv": NEXTN + FP4},
-        {"name": "missing_skip_env", "model": str(checkpoints["missing"]), "argv": NEXTN + FP4},
         {"name": "ready_sm100", "model": str(checkpoints["ready"]), "argv": NEXTN + FP4},
         {"name": "ready_sm100_cutlass_target", "model": str(checkpoints["ready"]),
          "argv": NEXTN + FP4 + ["--moe-runner-backend", "flashinfer_cutlass"]},
@@ -63,6 +75,15 @@ def resolution(checkpoints: dict[str, Path]) -> dict[str, Any]:
     if PLUGIN_ACTIVE:  # the flag is the plugin's; without it argparse exits (patched mode: plugin disabled)
         cases.append({"name": "enable_plugin_flag", "model": str(checkpoints["ready"]),
                       "argv": NEXTN + FP4 + ["--enable-plugin", "glm_mtp"]})
+        # the plugin's own judgement (patch 0004 warns on unreadable headers and leaves them to the loader)
+        cases += [{"name": "corrupt_header", "model": str(checkpoints["corrupt_header"]), "argv": NEXTN + FP4},
+                  {"name": "no_preflight_result", "model": str(checkpoints["unreadable_index"]), "argv": NEXTN + FP4}]
+    cases += [
+        {"name": "no_flashinfer", "model": str(checkpoints["ready"]), "argv": NEXTN + FP4,
+         "facts": {"has_flashinfer": False}},
+        {"name": "a2a_sm90", "model": str(checkpoints["ready"]), "argv": NEXTN + FP4 + A2A, "generation": "sm90"},
+        {"name": "a2a_sm100", "model": str(checkpoints["ready"]), "argv": NEXTN + FP4 + A2A},
+    ]
     return run_family("resolution", {"cases": cases})
 
 
@@ -84,7 +105,6 @@ def test_missing_draft_refused_before_anything_spawns(resolution: dict[str, Any]
     assert "First missing: model.layers.4." in case["error"]
     assert pick("sglang-glm-mtp graft --from zai-org/GLM-5.2 --into",
                 "graft it from the original BF16 release") in case["error"]
-    assert case["children"] == 0
 
 
 def test_incomplete_draft_names_the_missing_tensors(resolution: dict[str, Any]) -> None:
@@ -168,6 +188,54 @@ def test_version_drift_strict_mode(checkpoints: dict[str, Path]) -> None:
 
 
 def test_engine_api_refuses_before_spawning(checkpoints: dict[str, Path]) -> None:
-    result = run_family("engine", {"model": str(checkpoints["missing"])})
-    assert not result["ok"] and result["error_type"] == "DraftLayerMissingError", result
-    assert result["children"] == 0
+    """``sglang.Engine(...)`` with SGLang's real launch path: process starts are recorded (and stopped, as no
+    scheduler can run here). The control, a complete checkpoint, shows the same path does reach a spawn, so a
+    refusal that came late (in a scheduler) would show as a recorded spawn on the missing one."""
+    result = run_family("engine", {"missing": str(checkpoints["missing"]), "ready": str(checkpoints["ready"])})
+    missing, ready = result["missing"], result["ready"]
+    assert not missing["ok"] and missing["error_type"] == "DraftLayerMissingError", missing
+    assert missing["spawns"] == [] and missing["children"] == 0
+    assert ready["spawns"], f"control: a complete checkpoint must reach SGLang's process start: {ready}"
+    assert ready["error_type"] == "SpawnBlocked", ready
+
+
+@plugin_only
+def test_corrupt_draft_header_is_refused(resolution: dict[str, Any]) -> None:
+    """An ``invalid`` draft checkpoint (the layer's shard header is not JSON) is refused at resolution."""
+    case = resolution["cases"]["corrupt_header"]
+    assert not case["ok"] and case["error_type"] == "DraftCheckpointError", case
+    assert "ValueError" in case["error_mro"]
+    assert "cannot be loaded correctly" in case["error"] and "corrupt-header" in case["error"]
+    assert "sglang-glm-mtp check" in case["error"]
+
+
+@plugin_only
+def test_without_a_preflight_result_the_target_precision_comes_from_quantization(
+        resolution: dict[str, Any]) -> None:
+    """Preflight could not read the checkpoint (warned, no result): the rule table still sees an NVFP4 target
+    (from --quantization modelopt_fp4), so the BF16 draft gets flashinfer_cutlass, not the BF16-target rule."""
+    case = resolution["cases"]["no_preflight_result"]
+    assert case["ok"], case
+    assert "preflight" not in case["state"]
+    assert (case["spec_runner"], case["state"]["moe_runner"]["rule"]) == ("flashinfer_cutlass",
+                                                                          "blackwell-bf16-draft")
+    assert "preflight could not read the draft checkpoint" in resolution["_stderr"]
+
+
+def test_no_flashinfer_gives_a_triton_draft(resolution: dict[str, Any]) -> None:
+    case = resolution["cases"]["no_flashinfer"]
+    assert case["ok"], case
+    assert case["spec_runner"] == "triton"
+    if PLUGIN_ACTIVE:
+        assert case["state"]["moe_runner"]["rule"] == "no-flashinfer"
+
+
+def test_a_triton_draft_under_the_flashinfer_all_to_all_declares_none(resolution: dict[str, Any]) -> None:
+    """The target's FlashInfer all-to-all stays the target's: the triton draft (SM90) is declared
+    ``speculative_moe_a2a_backend=none``; a flashinfer_cutlass draft (SM100) keeps the all-to-all."""
+    sm90, sm100 = resolution["cases"]["a2a_sm90"], resolution["cases"]["a2a_sm100"]
+    assert sm90["ok"] and sm100["ok"], (sm90, sm100)
+    assert (sm90["spec_runner"], sm90["spec_a2a"]) == ("triton", "none")
+    assert sm100["spec_runner"] == "flashinfer_cutlass" and sm100["spec_a2a"] != "none", sm100
+    if PLUGIN_ACTIVE:
+        assert "glm_mtp" in sm90["sources"] and sm90["state"]["moe_runner"]["rule"] == "pre-blackwell-bf16-draft"

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from fake_sglang_server import FakeSGLangServer
 from sglang_mode import plugin_only, run_scenario
 
 from sglang_glm_mtp import synthetic
@@ -51,9 +52,9 @@ def serving(checkpoints: dict[str, str]) -> dict[str, Any]:
 
 def test_every_eager_target_is_hooked_through_the_entry_point(serving: dict[str, Any]) -> None:
     assert set(EAGER_TARGETS) <= set(serving["patched"])
-    assert SERVER_INFO_TARGET == "sglang.srt.utils.common.build_server_info"
-    assert CANARY_TARGET == ("sglang.srt.managers.scheduler_components.metrics_reporter."
-                             "SchedulerMetricsReporter.update_spec_metrics")
+    # the hooked names are the functions SGLang really calls: the HTTP route's build_server_info and the
+    # reporter method the scenario drives (a wrong target would leave these unwrapped)
+    assert serving["server_info"]["wrapped"] and serving["hooked"] == {SERVER_INFO_TARGET: True, CANARY_TARGET: True}
 
 
 def test_server_info_top_level_section(serving: dict[str, Any]) -> None:
@@ -123,13 +124,6 @@ def test_sglang_counters_are_unchanged_by_the_hook(serving: dict[str, Any]) -> N
     assert serving["sglang_counters"] == {"accept_tokens": tokens, "forward_ct": requests}
 
 
-def test_canary_costs_microseconds_per_verify_step(serving: dict[str, Any]) -> None:
-    timings = serving["per_step_seconds"]
-    overhead = timings["wrapped"] - timings["original"]
-    # A verify step on a GPU takes milliseconds; the hook adds one Python call and three int additions.
-    assert overhead < 5e-6, timings
-
-
 def test_canary_defaults_catch_a_launch_that_skipped_the_preflight(serving: dict[str, Any]) -> None:
     section = serving["skipped_server_info"]
     assert section["preflight"]["status"] == "missing" and section["preflight"]["skipped"]
@@ -153,3 +147,18 @@ def test_canary_switched_off(checkpoints: dict[str, str]) -> None:
     assert "SGLANG_GLM_MTP_CANARY=0" in snapshot["reason"]
     assert result["sglang_counters"] == {"accept_tokens": 4000, "forward_ct": 4000}
     assert result["internal_state"]["glm_mtp"]["canary"]["status"] == "off"
+
+
+def test_fake_server_speaks_the_real_server_info_and_meta_info(serving: dict[str, Any]) -> None:
+    """tests/fake_sglang_server.py (what the bench tests run against) against the real SGLang: every key of its
+    /server_info is one the real ``build_server_info`` or the /server_info route produces, its scheduler state
+    keys are the real ``get_internal_state`` reply's, and its speculative meta_info keys are exactly the ones
+    SGLang's tokenizer manager computes."""
+    real = serving["real_keys"]
+    fake = FakeSGLangServer()
+    info = fake.server_info()
+    assert set(real["http_route"]) >= {"internal_states", "version", "frontend"}, real["http_route"]
+    assert set(info) - set(real["build_server_info"]) - set(real["http_route"]) == set()
+    for state in info["internal_states"]:
+        assert set(state) - set(serving["internal_state"]["keys"]) == set(), serving["internal_state"]["keys"]
+    assert set(fake.spec_meta(15, 3.0)) == set(real["spec_meta_info"])

@@ -11,10 +11,9 @@ import json
 import logging
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
-if TYPE_CHECKING:
-    from .runner import BenchReport
+from .results import BenchReport
 
 logger = logging.getLogger(__name__)
 

@@ -15,98 +15,21 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from .capture import require_sglang
 from .errors import BenchError
-from .gsm8k import Gsm8kResult, resolve_gsm8k_data, run_gsm8k, validate_gsm8k_file
-from .server_info import (ServerInfo, accept_stats, fetch_model_info, fetch_server_info, flush_cache,
-                          normalize_base_url, parse_server_info)
-from .sweep import SweepPoint, SweepSettings, resolve_tokenizer, run_level, serving_module
+from .gsm8k import resolve_gsm8k_data, run_gsm8k, validate_gsm8k_file
+from .report import write_report
+from .results import DEFAULT_MIN_ACCEPT_LENGTH, BenchConfig, BenchReport, LevelResult
+from .server_info import (accept_stats, fetch_model_info, fetch_server_info, flush_cache, normalize_base_url,
+                          parse_server_info)
+from .sweep import resolve_tokenizer, run_level, serving_module
+
+__all__ = ["DEFAULT_MIN_ACCEPT_LENGTH", "BenchConfig", "BenchReport", "LevelResult", "run_bench"]
 
 logger = logging.getLogger(__name__)
-
-#: Below this the draft is almost never accepted (the plugin's runtime canary uses the same
-#: default): typically a draft layer that loaded nothing.
-DEFAULT_MIN_ACCEPT_LENGTH = 1.2
-
-
-@dataclass(frozen=True)
-class BenchConfig:
-    base_url: str
-    out_dir: Path
-    concurrencies: tuple[int, ...] = (1, 4, 16, 64)
-    #: Prompts per level; None: ``max(16, 4 * concurrency)``.
-    num_prompts: int | None = None
-    sweep: SweepSettings = field(default_factory=SweepSettings)
-    tokenizer: str | None = None
-    gsm8k: bool = True
-    gsm8k_questions: int = 200
-    gsm8k_shots: int = 5
-    gsm8k_data: str | None = None
-    gsm8k_max_new_tokens: int = 512
-    min_accept_length: float = DEFAULT_MIN_ACCEPT_LENGTH
-    timeout: float = 10.0
-
-    def prompts_for(self, concurrency: int) -> int:
-        return self.num_prompts if self.num_prompts else max(16, 4 * concurrency)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "base_url": self.base_url, "out_dir": str(self.out_dir), "concurrencies": list(self.concurrencies),
-            "num_prompts": {str(c): self.prompts_for(c) for c in self.concurrencies},
-            "sweep": asdict(self.sweep), "tokenizer": self.tokenizer, "gsm8k": self.gsm8k,
-            "gsm8k_questions": self.gsm8k_questions, "gsm8k_shots": self.gsm8k_shots,
-            "gsm8k_data": self.gsm8k_data, "gsm8k_max_new_tokens": self.gsm8k_max_new_tokens,
-            "min_accept_length": self.min_accept_length,
-        }
-
-
-@dataclass
-class LevelResult:
-    concurrency: int
-    sweep: SweepPoint
-    gsm8k: Gsm8kResult | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {"concurrency": self.concurrency, "sweep": self.sweep.to_json(),
-                "gsm8k": self.gsm8k.to_json() if self.gsm8k else None}
-
-
-@dataclass
-class BenchReport:
-    config: BenchConfig
-    server: ServerInfo
-    tokenizer: str
-    started_at: str
-    finished_at: str = ""
-    client_sglang_version: str | None = None
-    gsm8k_data: str | None = None
-    gsm8k_rows: int | None = None
-    levels: list[LevelResult] = field(default_factory=list)
-    #: Findings that make the exit code 1 (collapsed accept length, failed requests).
-    problems: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    files: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def exit_code(self) -> int:
-        return 1 if self.problems else 0
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "schema_version": 1, "tool": "sglang-glm-mtp bench",
-            "started_at": self.started_at, "finished_at": self.finished_at,
-            "client_sglang_version": self.client_sglang_version,
-            "config": self.config.to_json(), "server": self.server.to_json(), "tokenizer": self.tokenizer,
-            "gsm8k_data": self.gsm8k_data, "gsm8k_rows": self.gsm8k_rows,
-            "levels": [level.to_json() for level in self.levels],
-            "problems": self.problems, "notes": self.notes, "files": self.files,
-            "exit_code": self.exit_code,
-        }
-
 
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
@@ -151,8 +74,6 @@ def _check(report: BenchReport) -> None:
 
 def run_bench(config: BenchConfig, progress: Callable[[str], None] | None = None) -> BenchReport:
     """Run the whole benchmark and write its report into ``config.out_dir``."""
-    from .report import write_report
-
     say = progress or (lambda message: logger.info("%s", message))
     require_sglang()
     base_url = normalize_base_url(config.base_url)

@@ -65,11 +65,10 @@ def main_process_state(server_args: Any) -> dict[str, Any]:
 
 
 def add_server_info_section(result: Any, *args: Any, **kwargs: Any) -> None:
-    """AFTER hook on ``build_server_info(server_args, scheduler_info)``; mutates the dict, returns None."""
+    """AFTER hook on ``build_server_info(server_args, scheduler_info)``, which always returns a dict; mutates it."""
     server_args = args[0] if args else kwargs.get("server_args")
-    if isinstance(result, dict):
-        try:
-            result[SECTION] = main_process_state(server_args)
-        except Exception:  # server info must never break because of the plugin
-            logger.exception("glm_mtp: could not add plugin state to server info")
+    try:
+        result[SECTION] = main_process_state(server_args)
+    except Exception:  # server info must never break because of the plugin
+        logger.exception("glm_mtp: could not add plugin state to server info")
     return None

@@ -8,11 +8,10 @@ resolution before and one after the graft.
 What is real: SGLang's plugin discovery (``load_plugins()`` finds ``glm_mtp`` through its
 entry point, as ``launch_server`` does), ``prepare_server_args`` and ``resolve_once``,
 the very call every launcher makes before spawning anything. What is emulated on a
-machine without a GPU: the GPU generation, with SGLang's own test primitive
-``override_platform`` plus ``torch.cuda.get_device_capability`` (which DSA models probe
-directly); the demo says so in its output.
+machine without a GPU: the GPU generation (``gpu_emulation.py``, shared with the tests);
+the demo says so in its output.
 
-Protocol (``python -m sglang_glm_mtp.plugin.demo_resolution GENERATION``): one JSON
+Protocol (``python -m sglang_glm_mtp.demo_resolver GENERATION``): one JSON
 request per stdin line (``{"argv": [...]}``); every reply is one stdout line starting
 with ``DEMO `` (SGLang's own output goes to stderr, which the demo keeps in a log file).
 """
@@ -26,19 +25,9 @@ import time
 import traceback
 from typing import Any
 
-PREFIX = "DEMO "
+from .gpu_emulation import emulated_platform, error_fields
 
-#: Platform facts SGLang reads during resolution, per GPU generation (as its own tests set them).
-GENERATIONS: dict[str, dict[str, Any]] = {
-    "sm90": dict(is_sm90=True, is_sm100=False, is_sm100_or_sm110=False, is_sm110=False, is_sm120=False,
-                 is_blackwell=False, is_hopper_with_cuda_12_3=True, device_sm=90, device_capability=(9, 0)),
-    "sm100": dict(is_sm90=False, is_sm100=True, is_sm100_or_sm110=True, is_sm110=False, is_sm120=False,
-                  is_blackwell=True, is_hopper_with_cuda_12_3=False, device_sm=100, device_capability=(10, 0)),
-    "sm120": dict(is_sm90=False, is_sm100=False, is_sm100_or_sm110=False, is_sm110=False, is_sm120=True,
-                  is_blackwell=True, is_hopper_with_cuda_12_3=False, device_sm=120, device_capability=(12, 0)),
-}
-COMMON_FACTS: dict[str, Any] = dict(is_cuda=True, is_hip=False, is_npu=False, is_xpu=False, is_musa=False,
-                                    is_mps=False, has_amx=False, has_flashinfer=True)
+PREFIX = "DEMO "
 
 
 def _emit(doc: dict[str, Any]) -> None:
@@ -49,19 +38,13 @@ def _emit(doc: dict[str, Any]) -> None:
 def _start(generation: str) -> tuple[dict[str, Any], Any]:
     """Import SGLang, load plugins the normal way; returns the ready message and the platform context factory."""
     started = time.monotonic()
-    import contextlib
     import importlib.metadata
 
     import torch
 
     real_gpu = bool(torch.cuda.is_available())
-    facts = {**COMMON_FACTS, **GENERATIONS[generation]}
-    if not real_gpu:
-        capability = facts["device_capability"]
-        torch.cuda.get_device_capability = lambda *a, **k: capability  # probed directly for DSA models
     from sglang.srt.arg_groups import resolution_hooks
     from sglang.srt.plugins import load_plugins
-    from sglang.srt.runtime_context import override_platform
 
     load_plugins()
     hooks = resolution_hooks._HOOKS.get("handle_speculative_decoding", [])
@@ -75,7 +58,7 @@ def _start(generation: str) -> tuple[dict[str, Any], Any]:
     }
 
     def platform() -> Any:
-        return contextlib.nullcontext() if real_gpu else override_platform(**facts)
+        return emulated_platform(None if real_gpu else generation)
 
     return ready, platform
 
@@ -92,8 +75,7 @@ def resolve(argv: list[str], platform: Any) -> dict[str, Any]:
             server_args = prepare_server_args(argv)
             server_args.resolve_once()
     except Exception as exc:  # the refusal the demo wants to show, or any other launch error
-        outcome.update(ok=False, error_type=type(exc).__name__, error_mro=[c.__name__ for c in type(exc).__mro__],
-                       error=str(exc))
+        outcome.update(error_fields(exc))
     else:
         view = resolved_view(server_args)
         outcome.update(
