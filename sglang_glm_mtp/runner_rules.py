@@ -52,6 +52,10 @@ def choose_draft_runner(facts: RunnerFacts) -> RunnerDecision:
     if target == "bf16":
         return _keep("unquantized-target", f"{draft} draft under an unquantized target keeps the target's runner "
                                            "(the draft is built unquantized like the target)")
+    if facts.target_backend == "flashinfer_megamoe":
+        return _keep("megamoe-target", "flashinfer_megamoe target: SGLang's own draft default is kept (runner "
+                                       "flashinfer_trtllm, all-to-all none); --speculative-moe-runner-backend chooses "
+                                       "another")
     if draft != "bf16":
         if draft == "fp8" and facts.target_backend in ("flashinfer_cutlass", "flashinfer_cutedsl"):
             return _triton("fp8-no-cutlass",

@@ -32,7 +32,7 @@ def facts(**kw) -> RunnerFacts:
     ({"tp_size": 8, "ep_size": 4}, "triton", "ep-layout"),
     ({"tp_size": 8, "ep_size": 8}, "flashinfer_cutlass", "blackwell-bf16-draft"),
     ({"moe_a2a_backend": "deepep"}, "triton", "a2a-backend"),
-    ({"target_backend": "flashinfer_megamoe"}, "flashinfer_cutlass", "blackwell-bf16-draft"),
+    ({"target_backend": "flashinfer_megamoe"}, None, "megamoe-target"),  # SGLang's own draft default stays
     ({"target_precision": "bf16", "target_backend": "triton"}, None, "unquantized-target"),
     ({"draft_precision": "nvfp4"}, None, "quantized-like-target"),
     ({"draft_precision": "fp8", "target_precision": "fp8", "target_backend": "flashinfer_cutlass"}, "triton",
@@ -175,7 +175,8 @@ def test_patch_0003_and_the_rule_table_decide_alike_on_every_fact(patch_rule: An
     reader has no such label)."""
     grid = itertools.product(
         ("bf16", "nvfp4", "fp8"), ("bf16", "nvfp4", "fp8"),
-        ("flashinfer_trtllm", "flashinfer_cutlass", "flashinfer_cutedsl", "triton", "deep_gemm", "marlin"),
+        ("flashinfer_trtllm", "flashinfer_cutlass", "flashinfer_cutedsl", "flashinfer_megamoe", "triton", "deep_gemm",
+         "marlin"),
         (None, 75, 80, 90, 100, 103, 110, 120), (True, False), ((1, 1), (8, 1), (8, 8), (8, 4)),
         (None, "none", "flashinfer", "deepep"))
     checked, differ = 0, []
@@ -186,5 +187,5 @@ def test_patch_0003_and_the_rule_table_decide_alike_on_every_fact(patch_rule: An
         checked += 1
         if plugin != patch:
             differ.append(f"{f}: rule table {plugin}, patch {patch}")
-    assert checked == 3 * 3 * 6 * 8 * 2 * 4 * 4
+    assert checked == 3 * 3 * 7 * 8 * 2 * 4 * 4
     assert not differ, f"{len(differ)} of {checked} differ, e.g.\n" + "\n".join(differ[:5])
