@@ -75,17 +75,20 @@ class _Inspection:
         report.target_precision = self._target_precision(decl, weight_map)
         report.quant_config = {"source": decl.source, "quant_algo": decl.quant_algo,
                                "exclude_key": decl.exclude_key}
-        if cfg.int("num_nextn_predict_layers", 0) < 1:
+        if family.nextn_layers(cfg) < 1:
             report.status = "not-applicable"
             return report
 
         layer = family.draft_layer(cfg)
         report.draft_layer = layer
         report.standalone_draft = family.is_standalone_draft(cfg)
-        prefix = f"model.layers.{layer}."
-        report.quant_config["draft_excluded"] = decl.is_excluded(f"model.layers.{layer}") if decl.quantizes else None
+        prefixes = family.draft_prefixes_for(cfg)
+        located = self._locate_draft(files, weight_map, prefixes, family, index)
+        prefix = _chosen_prefix(prefixes, located)  # the family's spelling this checkpoint uses
+        located = {name: loc for name, loc in located.items() if name.startswith(prefix)}
+        report.draft_prefix = prefix[:-1]
+        report.quant_config["draft_excluded"] = decl.is_excluded(prefix[:-1]) if decl.quantizes else None
 
-        located = self._locate_draft(files, weight_map, prefix, family, index)
         report.locations = located
         report.draft_shards = sorted({loc.shard for loc in located.values()})
         report.draft_bytes = sum(loc.entry.nbytes for loc in located.values())
@@ -124,7 +127,7 @@ class _Inspection:
             self.problem("corrupt-header", f"{name}: cannot read ({exc})", file=name)
         return None
 
-    def _locate_draft(self, files: dict[str, int], weight_map: dict[str, str] | None, prefix: str,
+    def _locate_draft(self, files: dict[str, int], weight_map: dict[str, str] | None, prefix: tuple[str, ...],
                       family: ModelFamily, index: dict[str, Any] | None) -> dict[str, TensorLocation]:
         """Find every draft tensor SGLang would load, and every way the index misleads it."""
         on_disk = {name for name in files if name.endswith(".safetensors")}
@@ -339,6 +342,12 @@ class _Inspection:
             self.problem("quant-config-mismatch",
                          f"{len(wrong_quant)} draft module(s) are stored quantized but {where} excludes them "
                          f"({_names([prefix + m for m in wrong_quant])})", severity, decl.source)
+
+
+def _chosen_prefix(prefixes: tuple[str, ...], located: dict[str, TensorLocation]) -> str:
+    """The accepted prefix most draft tensors use; the family's first when none is present."""
+    counts = [sum(name.startswith(p) for name in located) for p in prefixes]
+    return prefixes[counts.index(max(counts))] if any(counts) else prefixes[0]
 
 
 def _quantized_group(tensor: LayerTensor, per_module: dict[str, Precision]) -> bool:
