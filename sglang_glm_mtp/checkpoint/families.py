@@ -41,6 +41,11 @@ def layer_prefix(layer: int | str, template: str = LAYER_PREFIX) -> str:
     return template.replace("{N}", str(layer))
 
 
+def draft_layer_id(num_hidden_layers: int) -> int:
+    """SGLang's NextN rule, shared by every family: the layer after the last decoder layer."""
+    return 0 if num_hidden_layers == 1 else num_hidden_layers
+
+
 class Config:
     """Read-only view of config.json with the defaults the HF config classes apply."""
 
@@ -258,13 +263,15 @@ class ModelFamily:
 
     def draft_prefixes_for(self, cfg: Config) -> tuple[str, ...]:
         """Every prefix (with trailing dot) under which SGLang loads this config's draft layer."""
-        layer = self.draft_layer(cfg)
+        return self.prefixes_for_layer(self.draft_layer(cfg))
+
+    def prefixes_for_layer(self, layer: int) -> tuple[str, ...]:
+        """The accepted prefixes (trailing dot) for a known draft layer id (the plugin's view)."""
         return tuple(layer_prefix(layer, template) + "." for template in self.draft_prefixes)
 
     def draft_layer(self, cfg: Config) -> int:
         """SGLang's rule: ``0 if num_hidden_layers == 1 else num_hidden_layers``."""
-        layers = self.text_config(cfg).int("num_hidden_layers")
-        return 0 if layers == 1 else layers
+        return draft_layer_id(self.text_config(cfg).int("num_hidden_layers"))
 
     def is_standalone_draft(self, cfg: Config) -> bool:
         return cfg.architecture in self.draft_architectures or self.text_config(cfg).int("num_hidden_layers") == 1
