@@ -112,7 +112,22 @@ def dsa_indexer(cfg: Config) -> list[LayerTensor]:
         _linear("self_attn.indexer.wk", head_dim, hidden),
         *_norm("self_attn.indexer.k_norm", head_dim, bias=True),
         _linear("self_attn.indexer.weights_proj", n_heads, hidden),
+        *indexer_kpool(cfg),
     ]
+
+
+def indexer_kpool(cfg: Config) -> list[LayerTensor]:
+    """GLM-5.3-Flash's ``IndexerKPool`` (``index_kpool > 1``): two more parameters, loaded by name.
+
+    Inferred from SGLang's class (no release header seen): the APE is built F32, the gate BF16;
+    declared BF16 here because ``check`` accepts F32 where BF16 is expected, never the reverse.
+    """
+    pool = cfg.int("index_kpool", 1)
+    if pool <= 1:
+        return []
+    head_dim = cfg.int("index_head_dim", 128)
+    return [LayerTensor("self_attn.indexer.index_kpool_compress_ape", (pool, head_dim)),
+            LayerTensor("self_attn.indexer.index_kpool_compress_gate", (head_dim, cfg.int("hidden_size")))]
 
 
 def gqa_attention(cfg: Config) -> list[LayerTensor]:
