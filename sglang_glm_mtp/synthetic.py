@@ -291,10 +291,17 @@ TINY_CONFIGS: dict[str, Callable[..., dict[str, Any]]] = {
 
 
 def tiny_bf16(directory: Path, family: str, *, with_draft: bool = True, drop: Callable[[str], bool] | None = None,
-              **overrides: Any) -> Path:
-    """One BF16 checkpoint of a tiny ``TINY_CONFIGS`` family; ``drop`` leaves out the tensors it matches."""
+              draft_prefix: str | None = None, **overrides: Any) -> Path:
+    """One BF16 checkpoint of a tiny ``TINY_CONFIGS`` family; ``drop`` leaves out the tensors it matches;
+    ``draft_prefix`` spells the draft layer with another accepted prefix (e.g. GLM-5.3-Flash's ``model.layers.N``)."""
     cfg = TINY_CONFIGS[family](**overrides)
     specs = [s for s in model_specs(cfg, "bf16", with_draft=with_draft) if not (drop and drop(s.name))]
+    if draft_prefix is not None:
+        fam = family_for(Config(cfg).architecture)
+        assert fam is not None
+        old = fam.draft_prefixes_for(Config(cfg))[0]
+        specs = [TensorSpec(draft_prefix + "." + s.name[len(old):], s.dtype, s.shape) if s.name.startswith(old)
+                 else s for s in specs]
     write_checkpoint(directory, cfg, specs, num_shards=3)
     return directory
 
