@@ -203,12 +203,12 @@ def nvfp4_exclude_modules(cfg_raw: dict[str, Any], *, draft_quantized: bool = Fa
     layers = cfg.int("num_hidden_layers")
     excludes = ["lm_head", "model.embed_tokens", "model.norm"]
     if draft_quantized:
-        excludes += [f"model.layers.{layers}.{m}" for m in ("eh_proj", "enorm", "hnorm", "shared_head*")]
+        excludes += [f"{layer_prefix(layers)}.{m}" for m in ("eh_proj", "enorm", "hnorm", "shared_head*")]
     for i in range(layers + 1 if draft_quantized else layers):
-        excludes += [f"model.layers.{i}.self_attn*", f"model.layers.{i}.input_layernorm",
-                     f"model.layers.{i}.post_attention_layernorm"]
+        excludes += [f"{layer_prefix(i)}.self_attn*", f"{layer_prefix(i)}.input_layernorm",
+                     f"{layer_prefix(i)}.post_attention_layernorm"]
         if i >= cfg.int("first_k_dense_replace", 0):
-            excludes.append(f"model.layers.{i}.mlp.gate")
+            excludes.append(f"{layer_prefix(i)}.mlp.gate")
     if not draft_quantized:
         excludes.append(draft_exclude_pattern(layers))
     return excludes
@@ -359,7 +359,7 @@ def _load_index(d: Path) -> dict[str, Any]:
 
 
 def _draft_shard(d: Path, index: dict[str, Any], layer: int = 4) -> str:
-    return next(v for k, v in index["weight_map"].items() if k.startswith(f"model.layers.{layer}."))
+    return next(v for k, v in index["weight_map"].items() if k.startswith(f"{layer_prefix(layer)}."))
 
 
 def _rewrite_shard(d: Path, shard: str, edit: Callable[[list[TensorSpec]], list[TensorSpec]]) -> list[TensorSpec]:
@@ -432,7 +432,7 @@ def _variant_unindexed_shard(d: Path) -> None:
     family = family_for(cfg.architecture)
     assert family is not None
     layer = family.draft_layer(cfg)
-    _drop_tensors(d, lambda n: n.startswith(f"model.layers.{layer}."))
+    _drop_tensors(d, lambda n: n.startswith(f"{layer_prefix(layer)}."))
     write_shard(d / "mtp.safetensors", layer_specs(family, cfg, layer, "bf16", draft=True), deterministic_fill)
 
 

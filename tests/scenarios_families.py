@@ -42,9 +42,13 @@ def _build(case: dict[str, Any], logs: harness.LogCapture) -> tuple[dict[str, An
     os.environ.update(case.get("env", {}))
     model = None
     try:
-        model = harness.build_draft(case["model"], case.get("argv", []))
+        postprocess = case.get("postprocess", True)
+        model = harness.build_draft(case["model"], case.get("argv", []), generation=case.get("generation", "sm90"),
+                                    via="get_model" if postprocess else "steps", postprocess=postprocess,
+                                    build_on_platform=case.get("build_on_platform", False))
         out: dict[str, Any] = {"ok": True, "class": type(model).__name__,
-                               "params": sorted(n for n, _ in model.named_parameters())}
+                               "params": sorted(n for n, _ in model.named_parameters()),
+                               "quant": _quant_facts(model)}
     except Exception as exc:  # the test asserts on what SGLang / the plugin raised
         out = _error(exc)
     finally:
@@ -56,6 +60,20 @@ def _build(case: dict[str, Any], logs: harness.LogCapture) -> tuple[dict[str, An
     out["coverage"] = dict(coverage.LAST_RESULT)
     out["logs"] = logs.messages("glm_mtp")
     return out, model
+
+
+def _quant_facts(model: Any) -> dict[str, Any]:
+    """What SGLang built: the outer (lm_head) config, the decoder's expert and attention methods."""
+    def name(module: Any) -> str | None:
+        method = getattr(module, "quant_method", None)
+        return None if method is None else type(method).__name__
+
+    decoder = model.model.decoder
+    experts = getattr(getattr(decoder, "mlp", None), "experts", None)
+    outer = getattr(model, "quant_config", None)
+    return {"outer": None if outer is None else outer.get_name(), "lm_head": name(model.lm_head),
+            "experts": name(experts) if experts is not None else None,
+            "o_proj": name(decoder.self_attn.o_proj)}
 
 
 def _weight_sync(model: Any, model_dir: str, prefix: str) -> dict[str, Any]:

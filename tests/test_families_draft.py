@@ -136,7 +136,7 @@ def test_draft_hooks_cover_exactly_the_classes_built(glm: dict[str, Any]) -> Non
                 "glm4_moe_lite_nextn.Glm4MoeLiteForCausalLMNextN.load_weights",
                 "glm5_next_nextn.Glm5NextForConditionalGenerationNextN.load_weights",
                 "glm_ocr_nextn.GlmOcrForConditionalGenerationNextN.load_weights",
-                "glm4_moe_nextn.Glm4MoeForCausalLMNextN.__init__"):
+                "glm4_moe_nextn.Glm4MoeModelNextN.__init__"):
         assert f"sglang.srt.models.{cls}" in patched
     assert not any("DeepseekV4" in t or "MiMo" in t for t in patched), "no hooks on classes never built"
 
@@ -256,3 +256,37 @@ def test_backstop_has_the_same_opt_out(backstop: dict[str, Any]) -> None:
     case = backstop["cases"]["qwen3moe_partial_skip"]
     assert case["ok"] and case["coverage"]["skipped"] and case["coverage"]["uncovered"]
     assert any("SGLANG_GLM_MTP_SKIP_COVERAGE=1, continuing although" in line for line in case["logs"])
+
+
+# ============================================================================ draft precision without a resolver seam
+
+
+@pytest.fixture(scope="module")
+def prec(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """GLM-4.5 and GLM-4.7-Flash NVFP4 targets with BF16 and NVFP4 draft layers (emulated SM100 construction)."""
+    root = tmp_path_factory.mktemp("precision")
+    blackwell = {"generation": "sm100", "postprocess": False, "build_on_platform": True}
+    fp4 = ["--quantization", "modelopt_fp4"]
+    cases = []
+    for family in ("glm4.5",):
+        for storage in ("bf16", "nvfp4"):
+            pair = synthetic.tiny_pair(root / f"{family}-{storage}", family=family, target_has_draft=True,
+                                       draft_storage=storage)
+            cases.append({"name": f"{family}/{storage}", "model": str(pair.target), "argv": fp4, **blackwell})
+    return run_scenario(SCENARIOS, "glm", {"cases": cases}, timeout=600)
+
+
+def test_glm45_bf16_draft_under_nvfp4_target_is_built_unquantized(prec: dict[str, Any]) -> None:
+    case = prec["cases"]["glm4.5/bf16"]
+    assert case["ok"], f"{case.get('error_type')}: {case.get('error')}\n{case.get('where')}"
+    assert case["quant"]["experts"] == "UnquantizedFusedMoEMethod" and case["quant"]["outer"] == "modelopt_fp4"
+    assert any("draft model.layers.4 is stored BF16" in line for line in case["logs"]), case["logs"]
+
+
+def test_glm45_nvfp4_draft_is_built_nvfp4_through_the_constructor_seam(prec: dict[str, Any]) -> None:
+    """Stock SGLang nulls modelopt_fp4 in Glm4MoeModelNextN.__init__ and the U8 weights fail to load."""
+    case = prec["cases"]["glm4.5/nvfp4"]
+    assert case["ok"], f"{case.get('error_type')}: {case.get('error')}\n{case.get('where')}"
+    assert case["quant"]["experts"] == "ModelOptNvFp4FusedMoEMethod", case["quant"]
+    assert case["coverage"]["covered"] == case["coverage"]["parameters"] > 0
+    assert any("stored NVFP4" in line and "keeping modelopt_fp4" in line for line in case["logs"]), case["logs"]

@@ -28,7 +28,7 @@ import sys
 from typing import Any, Callable
 
 from ..checkpoint.families import LAYER_PREFIX, draft_layer_id, family_for_draft_class, layer_prefix
-from .targets import NVFP4_OVERRIDERS
+from .targets import NVFP4_OVERRIDERS, QUANT_CONSTRUCTORS
 
 logger = logging.getLogger(__name__)
 
@@ -88,31 +88,35 @@ def _published_state(attr: str) -> dict[str, Any] | None:
 
 def resolve_nextn_quant_config(original_fn: Callable[..., Any], model: Any, config: Any, quant_config: Any) -> Any:
     """AROUND hook on ``<NextN class>._resolve_nextn_quant_config``; always calls the original first."""
-    return draft_quant_config(original_fn(model, config, quant_config), config, type(model))
+    classes = [c.__name__ for c in type(model).__mro__]
+    return draft_quant_config(original_fn(model, config, quant_config), config, classes)
 
 
-def init_with_draft_quant_config(original_fn: Callable[..., Any], model: Any, config: Any, quant_config: Any = None,
+def init_with_draft_quant_config(original_fn: Callable[..., Any], module: Any, config: Any, quant_config: Any = None,
                                  *args: Any, **kwargs: Any) -> Any:
-    """AROUND hook on ``__init__`` of drafts without ``_resolve_nextn_quant_config`` (GLM-4.x, GLM-OCR)."""
+    """AROUND hook on the NextN *model* constructor of drafts without ``_resolve_nextn_quant_config``
+    (GLM-4.x, GLM-4.7-Flash, GLM-OCR): it gets the draft's own config; the outer lm_head keeps the target's."""
     if "quant_config" in kwargs:
         quant_config = kwargs.pop("quant_config")
-    return original_fn(model, config, draft_quant_config(quant_config, config, type(model)), *args, **kwargs)
+    owner = type(module).__name__
+    classes = [draft for draft, target in QUANT_CONSTRUCTORS.items() if target.rsplit(".", 2)[-2] == owner]
+    return original_fn(module, config, draft_quant_config(quant_config, config, classes), *args, **kwargs)
 
 
-def _draft_layer_name(config: Any, model_class: type | None) -> tuple[int, str]:
+def _draft_layer_name(config: Any, class_names: list[str]) -> tuple[int, str]:
+    """The draft layer id and its checkpoint prefix (the family of the first known class name)."""
     text = getattr(config, "text_config", None) or config
     layer = draft_layer_id(int(getattr(text, "num_hidden_layers", 0) or 0))
-    family = next((f for f in map(family_for_draft_class, (c.__name__ for c in (model_class or object).__mro__))
-                   if f), None)
+    family = next((f for f in map(family_for_draft_class, class_names) if f), None)
     return layer, layer_prefix(layer, family.draft_prefixes[0] if family else LAYER_PREFIX)
 
 
-def draft_quant_config(resolved: Any, config: Any, model_class: type | None = None) -> Any:
+def draft_quant_config(resolved: Any, config: Any, class_names: list[str] | None = None) -> Any:
     """The config to build the draft with, given what SGLang resolved and what the checkpoint stores."""
     if resolved is None or resolved.get_name() not in ("modelopt_fp4", "fp8", "modelopt_fp8"):
         return resolved  # BF16 target, Quark handled upstream, or a method we do not second-guess
     precision, evidence = draft_storage(config)
-    layer, name = _draft_layer_name(config, model_class)
+    layer, name = _draft_layer_name(config, class_names or [])
     target = resolved.get_name()
     if precision == "bf16":
         _log_once("glm_mtp: draft %s is stored BF16 (%s); building it unquantized (target keeps %s)",

@@ -72,8 +72,8 @@ def install_draft_hooks(model_class: type | None = None) -> list[str]:
     with _lock:
         if not upstream.has_fix("draft_precision"):
             wanted += [(t, resolve_nextn_quant_config) for t in targets.QUANT_RESOLVERS if _owns(model_class, t)]
-            wanted += [(t, init_with_draft_quant_config) for t in targets.QUANT_CONSTRUCTORS
-                       if _owns(model_class, t)]
+            wanted += [(t, init_with_draft_quant_config) for draft, t in targets.QUANT_CONSTRUCTORS.items()
+                       if model_class is None or draft in {c.__name__ for c in model_class.__mro__}]
         if not upstream.has_fix("coverage"):
             coverage = [targets.load_weights_target(model_class)] if model_class is not None \
                 else list(targets.COVERAGE_TARGETS)

@@ -36,22 +36,19 @@ DRAFT_CLASS_SUFFIXES = ("NextN", "MTP")
 #: GLM-5.3-Flash's ``Glm5NextForConditionalGenerationNextN``).
 QUANT_RESOLVERS: tuple[str, ...] = (f"{_GLM5}._resolve_nextn_quant_config", f"{_DSV3}._resolve_nextn_quant_config")
 
-#: Draft classes without that seam: their ``__init__`` receives the target's quant config and hands it to a
-#: NextN model constructor that nulls ``modelopt_fp4``. Hooked AROUND to pass the draft's own config.
-QUANT_CONSTRUCTORS: tuple[str, ...] = (
-    f"{_MODELS}.glm4_moe_nextn.Glm4MoeForCausalLMNextN.__init__",
-    f"{_MODELS}.glm4_moe_lite_nextn.Glm4MoeLiteForCausalLMNextN.__init__",
-    f"{_MODELS}.glm_ocr_nextn.GlmOcrForConditionalGenerationNextN.__init__",
-)
+#: Draft classes without that seam -> the NextN model constructor they hand the target's quant config to,
+#: which nulls ``modelopt_fp4``. Hooked AROUND to pass the draft's own config to the model only (the
+#: outer lm_head keeps the target's, as on the DeepSeek path).
+QUANT_CONSTRUCTORS: dict[str, str] = {
+    "Glm4MoeForCausalLMNextN": f"{_MODELS}.glm4_moe_nextn.Glm4MoeModelNextN.__init__",
+    "Glm4MoeLiteForCausalLMNextN": f"{_MODELS}.glm4_moe_lite_nextn.Glm4MoeLiteModelNextN.__init__",
+    "GlmOcrForConditionalGenerationNextN": f"{_MODELS}.glm_ocr_nextn.GlmOcrModelNextN.__init__",
+}
 
 #: The NextN model constructors that null a ``modelopt_fp4`` config; the NVFP4-draft shield hides the name
 #: from exactly these frames (draft_precision.py).
-NVFP4_OVERRIDERS: tuple[str, ...] = (
-    f"{_MODELS}.deepseek_nextn.DeepseekModelNextN.__init__",
-    f"{_MODELS}.glm4_moe_nextn.Glm4MoeModelNextN.__init__",
-    f"{_MODELS}.glm4_moe_lite_nextn.Glm4MoeLiteModelNextN.__init__",
-    f"{_MODELS}.glm_ocr_nextn.GlmOcrModelNextN.__init__",
-)
+NVFP4_OVERRIDERS: tuple[str, ...] = (f"{_MODELS}.deepseek_nextn.DeepseekModelNextN.__init__",
+                                     *QUANT_CONSTRUCTORS.values())
 
 #: ``load_weights`` of the GLM/DeepSeek draft classes: hooked when built (coverage.py); any other draft
 #: class's ``load_weights`` is hooked the same way when SGLang resolves it (the backstop). Strict mode
@@ -66,7 +63,7 @@ COVERAGE_TARGETS: tuple[str, ...] = (
 )
 
 #: Installed lazily, when the draft is built; strict mode checks they exist.
-LAZY_TARGETS: tuple[str, ...] = QUANT_RESOLVERS + QUANT_CONSTRUCTORS + COVERAGE_TARGETS
+LAZY_TARGETS: tuple[str, ...] = QUANT_RESOLVERS + tuple(QUANT_CONSTRUCTORS.values()) + COVERAGE_TARGETS
 #: Not hooked, but relied on: strict mode checks they exist.
 REQUIRED_ATTRIBUTES: tuple[str, ...] = NVFP4_OVERRIDERS
 
