@@ -293,7 +293,7 @@ TINY_CONFIGS: dict[str, Callable[..., dict[str, Any]]] = {
 def tiny_bf16(directory: Path, family: str, *, with_draft: bool = True, drop: Callable[[str], bool] | None = None,
               draft_prefix: str | None = None, **overrides: Any) -> Path:
     """One BF16 checkpoint of a tiny ``TINY_CONFIGS`` family; ``drop`` leaves out the tensors it matches;
-    ``draft_prefix`` spells the draft layer with another accepted prefix (e.g. GLM-5.3-Flash's ``model.layers.N``)."""
+    ``draft_prefix`` spells the draft layer with another accepted prefix (GLM-5.3-Flash accepts two)."""
     cfg = TINY_CONFIGS[family](**overrides)
     specs = [s for s in model_specs(cfg, "bf16", with_draft=with_draft) if not (drop and drop(s.name))]
     if draft_prefix is not None:
@@ -391,7 +391,7 @@ def _reindex(d: Path, weight_map: dict[str, str]) -> None:
 
 
 def _variant_incomplete(d: Path) -> None:
-    _drop_tensors(d, lambda n: n.startswith("model.layers.4.mlp.experts.3."))
+    _drop_tensors(d, lambda n: n.startswith(f"{layer_prefix(4)}.mlp.experts.3."))
 
 
 def _variant_shape(d: Path) -> None:
@@ -410,19 +410,19 @@ def _variant_dtype(d: Path) -> None:
 
 def _variant_index_missing_shard(d: Path) -> None:
     index = _load_index(d)
-    index["weight_map"]["model.layers.0.mlp.extra.weight"] = shard_name(9, 9)
+    index["weight_map"][f"{layer_prefix(0)}.mlp.extra.weight"] = shard_name(9, 9)
     atomic_write_json(d / INDEX_FILE, index)
 
 
 def _variant_index_tensor_not_in_shard(d: Path) -> None:
     index = _load_index(d)
-    index["weight_map"]["model.layers.4.ghost.weight"] = _draft_shard(d, index)
+    index["weight_map"][f"{layer_prefix(4)}.ghost.weight"] = _draft_shard(d, index)
     atomic_write_json(d / INDEX_FILE, index)
 
 
 def _variant_tensor_not_in_index(d: Path) -> None:
     index = _load_index(d)
-    del index["weight_map"]["model.layers.4.hnorm.weight"]
+    del index["weight_map"][f"{layer_prefix(4)}.hnorm.weight"]
     atomic_write_json(d / INDEX_FILE, index)
 
 
@@ -457,7 +457,7 @@ def _variant_truncated(d: Path) -> None:
 
 def _variant_quant_mismatch(d: Path) -> None:
     quant = json.loads((d / "hf_quant_config.json").read_text())
-    quant["quantization"]["exclude_modules"].remove("model.layers.4*")
+    quant["quantization"]["exclude_modules"].remove(f"{layer_prefix(4)}*")
     atomic_write_json(d / "hf_quant_config.json", quant)
 
 

@@ -133,7 +133,7 @@ class _Canary:
             f"verify steps (threshold {self.settings.min_accept_length:.2f}{per_step}). MTP is costing "
             "throughput instead of adding it.",
             "This usually means the draft layer computes garbage: draft weights missing or never loaded (an NVFP4 "
-            "conversion that dropped model.layers.N, a hand-made mtp.safetensors the index does not name), a draft "
+            "conversion that dropped the draft layer, a hand-made mtp.safetensors the index does not name), a draft "
             "loaded at the wrong precision, a broken draft MoE runner (--speculative-moe-runner-backend), or a "
             "startup check that was skipped.",
         ]
@@ -208,6 +208,7 @@ def _speculative_configured() -> bool:
 
 def _startup_evidence() -> list[str]:
     """What the plugin saw at startup that points at a cause (read only when tripping)."""
+    from ..checkpoint.families import layer_prefix
     from .coverage import LAST_RESULT
 
     facts: list[str] = []
@@ -217,7 +218,8 @@ def _startup_evidence() -> list[str]:
         facts.append(f"the preflight found the draft layer {preflight.get('status')} and was skipped "
                      f"({settings.SKIP_PREFLIGHT_ENV}=1)")
     elif preflight:
-        facts.append(f"draft layer model.layers.{preflight.get('draft_layer')} {preflight.get('status')}, "
+        where = preflight.get("draft_prefix") or layer_prefix(preflight.get("draft_layer"))
+        facts.append(f"draft layer {where} {preflight.get('status')}, "
                      f"{preflight.get('found_tensors')}/{preflight.get('expected_tensors')} tensors, stored "
                      f"{preflight.get('draft_precision')}")
     elif state is not _UNPUBLISHED:

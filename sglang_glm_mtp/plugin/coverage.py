@@ -1,6 +1,6 @@
 """Post-load coverage: every draft parameter must have received a checkpoint tensor.
 
-SGLang 0.5.23's NextN loader ``continue``s past every name outside ``model.layers.N``
+SGLang 0.5.23's NextN loader ``continue``s past every name outside the draft layer
 and never checks what it did not load, so a missing or partial layer leaves
 ``torch.empty`` memory in the draft. Here every parameter's ``weight_loader`` is wrapped
 for the duration of the draft's ``load_weights`` and the calls are recorded as
