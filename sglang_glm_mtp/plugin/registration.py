@@ -74,10 +74,11 @@ def install_draft_hooks(model_class: type | None = None) -> list[str]:
             wanted += [(t, resolve_nextn_quant_config) for t in targets.QUANT_RESOLVERS if _owns(model_class, t)]
             wanted += [(t, init_with_draft_quant_config) for draft, t in targets.QUANT_CONSTRUCTORS.items()
                        if model_class is None or draft in {c.__name__ for c in model_class.__mro__}]
-        if not upstream.has_fix("coverage"):
-            coverage = [targets.load_weights_target(model_class)] if model_class is not None \
-                else list(targets.COVERAGE_TARGETS)
-            wanted += [(t, load_weights_with_coverage) for t in coverage]
+        coverage = [targets.load_weights_target(model_class)] if model_class is not None \
+            else list(targets.COVERAGE_TARGETS)
+        if upstream.has_fix("coverage"):  # SGLang checks the DeepSeek loader itself; the backstop stays
+            coverage = [t for t in coverage if t.rsplit(".", 2)[-2] not in targets.UPSTREAM_COVERED]
+        wanted += [(t, load_weights_with_coverage) for t in coverage]
         wanted = [(t, hook) for t, hook in wanted if t not in _hooked]
         _hooked.update(t for t, _ in wanted)
         # Registered outside load_plugins(), so SGLang cannot attribute them by itself ("from: unknown").
