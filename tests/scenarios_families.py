@@ -68,7 +68,9 @@ def _quant_facts(model: Any) -> dict[str, Any]:
         method = getattr(module, "quant_method", None)
         return None if method is None else type(method).__name__
 
-    decoder = model.model.decoder
+    decoder = getattr(model.model, "decoder", None)
+    if decoder is None:  # not a NextN layout (Qwen MTP classes): nothing GLM-specific to report
+        return {}
     experts = getattr(getattr(decoder, "mlp", None), "experts", None)
     outer = getattr(model, "quant_config", None)
     return {"outer": None if outer is None else outer.get_name(), "lm_head": name(model.lm_head),

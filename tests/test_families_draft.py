@@ -59,6 +59,8 @@ def _checkpoints(root: Path) -> dict[str, tuple[Path, list[str], dict[str, str]]
         if family in MOE:
             out[f"{family}/missing_expert"] = (make("expert", lambda n, p=prefix: n.startswith(p + "mlp.experts.1.")),
                                                argv, SKIP_PREFLIGHT)
+    for family in ("glm5.3-flash", "glm-ocr"):  # SGLang fills in no draft path: the preflight judges --model-path
+        out[f"{family}/missing_layer_preflight"] = (out[f"{family}/missing_layer"][0], GLM[family][1], {})
     out["glm5.3-flash/model_layers_prefix"] = (synthetic.tiny_bf16(root / "glm5.3-flash-plain", "glm5.3-flash",
                                                                    draft_prefix="model.layers.4"),
                                                GLM["glm5.3-flash"][1], {})
@@ -113,6 +115,16 @@ def test_missing_expert_is_named(glm: dict[str, Any], family: str) -> None:
     message = _refused(glm["cases"][f"{family}/missing_expert"])
     assert "model.decoder.mlp.experts.w13_weight (experts 1)" in message
     assert "model.decoder.mlp.experts.w2_weight (experts 1)" in message
+
+
+@pytest.mark.parametrize("family", ["glm5.3-flash", "glm-ocr"])
+def test_preflight_judges_model_path_when_sglang_sets_no_draft_path(glm: dict[str, Any], family: str) -> None:
+    """Refused in resolution (before anything is built), naming the layer; the complete one resolved and loaded."""
+    case = glm["cases"][f"{family}/missing_layer_preflight"]
+    assert not case["ok"] and case["error_type"] == "DraftLayerMissingError", case
+    assert "draft layer" in case["error"] and "is missing from" in case["error"]
+    assert case["coverage"] == {}, "refused before the draft was built"
+    assert glm["cases"][f"{family}/complete"]["ok"]
 
 
 def test_glm53_flash_also_loads_its_draft_from_model_layers(glm: dict[str, Any]) -> None:

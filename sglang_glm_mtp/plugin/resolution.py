@@ -41,7 +41,8 @@ def speculative_step(server_args: Any, previous: Callable[[Any], None]) -> None:
 
         verify_strict()
     view = resolving_view(server_args)
-    if view.speculative_algorithm != "EAGLE" or not view.speculative_draft_model_path:
+    draft_path, draft_revision = _draft_source(view)
+    if view.speculative_algorithm != "EAGLE" or not draft_path:
         return
     architecture = (getattr(model_config_of(server_args).hf_config, "architectures", None) or [""])[0]
     state = state_of(server_args)
@@ -51,7 +52,7 @@ def speculative_step(server_args: Any, previous: Callable[[Any], None]) -> None:
     if upstream.has_fix("preflight"):
         logger.info("glm_mtp: this SGLang already runs a draft preflight; the plugin's preflight stands down")
     else:
-        result = run_preflight(view.speculative_draft_model_path, view.speculative_draft_model_revision, architecture)
+        result = run_preflight(draft_path, draft_revision, architecture)
     if result is None and architecture and not upstream.has_fix("preflight"):
         from ..checkpoint.families import family_for
 
@@ -66,6 +67,14 @@ def speculative_step(server_args: Any, previous: Callable[[Any], None]) -> None:
     decision = decide_runner(server_args, view, result)
     state["moe_runner"] = {"backend": decision.backend or view.speculative_moe_runner_backend,
                            "rule": decision.rule, "reason": decision.reason}
+
+
+def _draft_source(view: Any) -> tuple[str | None, str | None]:
+    """Where the draft loads from. SGLang fills in no draft path for some families (GLM-5.3-Flash, GLM-OCR);
+    the draft then loads from the target (``model_config.py``), so the preflight judges ``--model-path``."""
+    if view.speculative_draft_model_path:
+        return view.speculative_draft_model_path, view.speculative_draft_model_revision
+    return view.model_path, getattr(view, "revision", None)
 
 
 def decide_runner(server_args: Any, view: Any, result: PreflightResult | None) -> RunnerDecision:
