@@ -122,7 +122,7 @@ def test_preflight_judges_model_path_when_sglang_sets_no_draft_path(glm: dict[st
     """Refused in resolution (before anything is built), naming the layer; the complete one resolved and loaded."""
     case = glm["cases"][f"{family}/missing_layer_preflight"]
     assert not case["ok"] and case["error_type"] == "DraftLayerMissingError", case
-    assert "draft layer" in case["error"] and "is missing from" in case["error"]
+    assert f"draft layer {GLM[family][0].rstrip('.')} is missing from" in case["error"]
     assert case["coverage"] == {}, "refused before the draft was built"
     assert glm["cases"][f"{family}/complete"]["ok"]
 
