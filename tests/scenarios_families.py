@@ -9,7 +9,7 @@ faked). Families:
   draft class built and loaded through SGLang's loader (complete / missing layer / missing
   expert or projection), then a second real ``load_weights`` carrying a subset (RL weight
   sync) through SGLang's own ``WeightUpdater.update_weights_from_tensor``.
-* ``backstop``: non-GLM draft classes (``Qwen3MoeForCausalLMMTP``, ``Qwen3NextForCausalLMMTP``)
+* ``backstop``: non-GLM draft classes (``Qwen3MoeForCausalLMMTP``, ``Qwen3NextForCausalLMMTP``, ``MiMoV2MTP``)
   built from checkpoints that lack draft tensors.
 """
 
