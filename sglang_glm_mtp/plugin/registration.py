@@ -60,7 +60,7 @@ def _on_model_architecture(result: Any, *args: Any, **kwargs: Any) -> None:
 
 
 def install_draft_hooks(model_class: type | None = None) -> list[str]:
-    """Register and apply the draft hooks (precision seams once, coverage per draft class); returns
+    """Register and apply the draft hooks of ``model_class`` (its precision seam, its coverage); returns
     the targets now hooked. Without a class: the GLM/DeepSeek classes of ``targets.COVERAGE_TARGETS``."""
     from sglang.srt.plugins.hook_registry import HookRegistry, HookSource, HookType
 
