@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Literal
 
-from .checkpoint.families import Config, LayerTensor, ModelFamily, family_for
+from .checkpoint.families import Config, LayerTensor, ModelFamily, family_for, layer_prefix
 from .checkpoint.precision import quantized_form
 from .checkpoint.quant_config import draft_exclude_pattern
 from .checkpoint.safetensors_format import TensorSpec
@@ -100,6 +100,56 @@ def tiny_glm45_config(**overrides: Any) -> dict[str, Any]:
     return cfg
 
 
+#: The tiny decoder fields the transformers-built families share (MLA + MoE at fixture size).
+_TINY_MLA_MOE: dict[str, Any] = {
+    "hidden_size": 64, "vocab_size": 256, "num_hidden_layers": 4, "num_nextn_predict_layers": 1,
+    "intermediate_size": 128, "moe_intermediate_size": 32, "n_routed_experts": 4, "n_shared_experts": 1,
+    "num_experts_per_tok": 2, "n_group": 1, "topk_group": 1, "num_attention_heads": 4, "num_key_value_heads": 4,
+    "q_lora_rank": 32, "kv_lora_rank": 16, "qk_nope_head_dim": 24, "qk_rope_head_dim": 8, "v_head_dim": 32,
+    "max_position_embeddings": 4096, "pad_token_id": 0, "bos_token_id": 0, "eos_token_id": 1,
+}
+
+
+def _from_transformers(model_type: str, architecture: str, fields: dict[str, Any], *,
+                       text_config: bool = False) -> dict[str, Any]:
+    """config.json as transformers' own config class writes it (defaults included), at tiny size."""
+    from transformers import AutoConfig
+
+    cfg = AutoConfig.for_model(model_type, **({"text_config": fields} if text_config else fields)).to_dict()
+    cfg["architectures"] = [architecture]
+    cfg.pop("transformers_version", None)
+    for section in ("text_config", "vision_config"):  # save_pretrained leaves out a sub-config's null fields
+        if isinstance(cfg.get(section), dict):
+            cfg[section] = {k: v for k, v in cfg[section].items() if v is not None}
+    return cfg
+
+
+def tiny_glm47_flash_config(**overrides: Any) -> dict[str, Any]:
+    """GLM-4.7-Flash (``glm4_moe_lite``): MLA without an indexer, MoE draft."""
+    fields = {**_TINY_MLA_MOE, "mlp_layer_types": ["dense", "sparse", "sparse", "sparse"],
+              "first_k_dense_replace": 1, **overrides}
+    return _from_transformers("glm4_moe_lite", "Glm4MoeLiteForCausalLM", fields)
+
+
+def tiny_glm53_flash_config(**overrides: Any) -> dict[str, Any]:
+    """GLM-5.3-Flash (``glm5_next``): decoder fields under ``text_config``, MLA without RoPE, DSA indexer."""
+    fields = {**_TINY_MLA_MOE, "qk_rope_head_dim": 0, "qk_nope_head_dim": 32, "qk_head_dim": 32, "head_dim": 0,
+              "mlp_layer_types": ["dense", "sparse", "sparse", "sparse"],
+              "layer_types": ["linear_attention", "linear_attention", "linear_attention", "indexed_attention"],
+              "indexer_types": ["full"] * 4, "index_n_heads": 2, "index_head_dim": 16, "index_topk": 16,
+              "linear_head_dim": 16, "linear_num_heads": 4, "index_kpool": 4, "index_kpool_compress": True,
+              "index_kpool_always_select_tail": True, **overrides}
+    return _from_transformers("glm5_next", "Glm5NextForConditionalGeneration", fields, text_config=True)
+
+
+def tiny_glm_ocr_config(**overrides: Any) -> dict[str, Any]:
+    """GLM-OCR (``glm_ocr``): dense GQA draft under ``text_config``."""
+    fields = {"hidden_size": 64, "vocab_size": 256, "num_hidden_layers": 4, "num_nextn_predict_layers": 1,
+              "intermediate_size": 128, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16,
+              "max_position_embeddings": 4096, "pad_token_id": 0, "eos_token_id": 1, **overrides}
+    return _from_transformers("glm_ocr", "GlmOcrForConditionalGeneration", fields, text_config=True)
+
+
 # ----------------------------------------------------------------------------- tensor lists
 
 
@@ -119,7 +169,7 @@ def storage_of(tensor: LayerTensor, storage: Storage) -> Storage:
 
 def layer_specs(family: ModelFamily, cfg: Config, layer: int, storage: Storage, *, draft: bool = False,
                 rename_to: int | None = None) -> list[TensorSpec]:
-    prefix = f"model.layers.{layer if rename_to is None else rename_to}."
+    prefix = layer_prefix(layer if rename_to is None else rename_to, family.draft_prefixes[0]) + "."
     specs: list[TensorSpec] = []
     for tensor in family.layer_tensors(cfg, layer, draft=draft):
         for spec in quantized_form(tensor, storage_of(tensor, storage)):
@@ -129,13 +179,14 @@ def layer_specs(family: ModelFamily, cfg: Config, layer: int, storage: Storage, 
 
 def model_specs(cfg_raw: dict[str, Any], storage: Storage, *, with_draft: bool,
                 draft_storage: Storage = "bf16") -> list[TensorSpec]:
-    cfg = Config(cfg_raw)
-    family = family_for(cfg.architecture)
-    assert family is not None, cfg.architecture
+    family = family_for(Config(cfg_raw).architecture)
+    assert family is not None, cfg_raw.get("architectures")
+    cfg = family.text_config(Config(cfg_raw))
     hidden, vocab = cfg.int("hidden_size"), cfg.int("vocab_size")
-    specs = [TensorSpec("model.embed_tokens.weight", "BF16", (vocab, hidden)),
+    base = family.draft_prefixes[0].split("layers.")[0]  # "model." or "model.language_model."
+    specs = [TensorSpec(f"{base}embed_tokens.weight", "BF16", (vocab, hidden)),
              TensorSpec("lm_head.weight", "BF16", (vocab, hidden)),
-             TensorSpec("model.norm.weight", "BF16", (hidden,))]
+             TensorSpec(f"{base}norm.weight", "BF16", (hidden,))]
     for layer in range(cfg.int("num_hidden_layers")):
         specs += layer_specs(family, cfg, layer, storage)
     if with_draft:
@@ -153,12 +204,12 @@ def nvfp4_exclude_modules(cfg_raw: dict[str, Any], *, draft_quantized: bool = Fa
     layers = cfg.int("num_hidden_layers")
     excludes = ["lm_head", "model.embed_tokens", "model.norm"]
     if draft_quantized:
-        excludes += [f"model.layers.{layers}.{m}" for m in ("eh_proj", "enorm", "hnorm", "shared_head*")]
+        excludes += [f"{layer_prefix(layers)}.{m}" for m in ("eh_proj", "enorm", "hnorm", "shared_head*")]
     for i in range(layers + 1 if draft_quantized else layers):
-        excludes += [f"model.layers.{i}.self_attn*", f"model.layers.{i}.input_layernorm",
-                     f"model.layers.{i}.post_attention_layernorm"]
+        excludes += [f"{layer_prefix(i)}.self_attn*", f"{layer_prefix(i)}.input_layernorm",
+                     f"{layer_prefix(i)}.post_attention_layernorm"]
         if i >= cfg.int("first_k_dense_replace", 0):
-            excludes.append(f"model.layers.{i}.mlp.gate")
+            excludes.append(f"{layer_prefix(i)}.mlp.gate")
     if not draft_quantized:
         excludes.append(draft_exclude_pattern(layers))
     return excludes
@@ -257,10 +308,27 @@ class SyntheticPair:
 
 
 TINY_CONFIGS: dict[str, Callable[..., dict[str, Any]]] = {
-    "glm5": tiny_glm52_config, "deepseek-v3": tiny_deepseek_v3_config, "glm4.5": tiny_glm45_config}
+    "glm5": tiny_glm52_config, "deepseek-v3": tiny_deepseek_v3_config, "glm4.5": tiny_glm45_config,
+    "glm4.7-flash": tiny_glm47_flash_config, "glm5.3-flash": tiny_glm53_flash_config, "glm-ocr": tiny_glm_ocr_config}
 #: The real release each tiny original stands in for; the tiny target's config.json names it in
 #: ``_name_or_path``, as a conversion made with ``from_pretrained(<id>)`` does (check's remedy reads it).
 TINY_STANDS_IN_FOR = {"glm5": "zai-org/GLM-5.2", "deepseek-v3": "deepseek-ai/DeepSeek-V3", "glm4.5": "zai-org/GLM-4.7"}
+
+
+def tiny_bf16(directory: Path, family: str, *, with_draft: bool = True, drop: Callable[[str], bool] | None = None,
+              draft_prefix: str | None = None, **overrides: Any) -> Path:
+    """One BF16 checkpoint of a tiny ``TINY_CONFIGS`` family; ``drop`` leaves out the tensors it matches;
+    ``draft_prefix`` spells the draft layer with another accepted prefix (GLM-5.3-Flash accepts two)."""
+    cfg = TINY_CONFIGS[family](**overrides)
+    specs = [s for s in model_specs(cfg, "bf16", with_draft=with_draft) if not (drop and drop(s.name))]
+    if draft_prefix is not None:
+        fam = family_for(Config(cfg).architecture)
+        assert fam is not None
+        old = fam.draft_prefixes_for(Config(cfg))[0]
+        specs = [TensorSpec(draft_prefix + "." + s.name[len(old):], s.dtype, s.shape) if s.name.startswith(old)
+                 else s for s in specs]
+    write_checkpoint(directory, cfg, specs, num_shards=3)
+    return directory
 
 
 def tiny_pair(workdir: Path, *, family: Literal["glm5", "deepseek-v3", "glm4.5"] = "glm5",
@@ -318,7 +386,7 @@ def _load_index(d: Path) -> dict[str, Any]:
 
 
 def _draft_shard(d: Path, index: dict[str, Any], layer: int = 4) -> str:
-    return next(v for k, v in index["weight_map"].items() if k.startswith(f"model.layers.{layer}."))
+    return next(v for k, v in index["weight_map"].items() if k.startswith(f"{layer_prefix(layer)}."))
 
 
 def _rewrite_shard(d: Path, shard: str, edit: Callable[[list[TensorSpec]], list[TensorSpec]]) -> list[TensorSpec]:
@@ -350,7 +418,7 @@ def _reindex(d: Path, weight_map: dict[str, str]) -> None:
 
 
 def _variant_incomplete(d: Path) -> None:
-    _drop_tensors(d, lambda n: n.startswith("model.layers.4.mlp.experts.3."))
+    _drop_tensors(d, lambda n: n.startswith(f"{layer_prefix(4)}.mlp.experts.3."))
 
 
 def _variant_shape(d: Path) -> None:
@@ -369,19 +437,19 @@ def _variant_dtype(d: Path) -> None:
 
 def _variant_index_missing_shard(d: Path) -> None:
     index = _load_index(d)
-    index["weight_map"]["model.layers.0.mlp.extra.weight"] = shard_name(9, 9)
+    index["weight_map"][f"{layer_prefix(0)}.mlp.extra.weight"] = shard_name(9, 9)
     atomic_write_json(d / INDEX_FILE, index)
 
 
 def _variant_index_tensor_not_in_shard(d: Path) -> None:
     index = _load_index(d)
-    index["weight_map"]["model.layers.4.ghost.weight"] = _draft_shard(d, index)
+    index["weight_map"][f"{layer_prefix(4)}.ghost.weight"] = _draft_shard(d, index)
     atomic_write_json(d / INDEX_FILE, index)
 
 
 def _variant_tensor_not_in_index(d: Path) -> None:
     index = _load_index(d)
-    del index["weight_map"]["model.layers.4.hnorm.weight"]
+    del index["weight_map"][f"{layer_prefix(4)}.hnorm.weight"]
     atomic_write_json(d / INDEX_FILE, index)
 
 
@@ -391,7 +459,7 @@ def _variant_unindexed_shard(d: Path) -> None:
     family = family_for(cfg.architecture)
     assert family is not None
     layer = family.draft_layer(cfg)
-    _drop_tensors(d, lambda n: n.startswith(f"model.layers.{layer}."))
+    _drop_tensors(d, lambda n: n.startswith(f"{layer_prefix(layer)}."))
     write_shard(d / "mtp.safetensors", layer_specs(family, cfg, layer, "bf16", draft=True), deterministic_fill)
 
 
@@ -416,7 +484,7 @@ def _variant_truncated(d: Path) -> None:
 
 def _variant_quant_mismatch(d: Path) -> None:
     quant = json.loads((d / "hf_quant_config.json").read_text())
-    quant["quantization"]["exclude_modules"].remove("model.layers.4*")
+    quant["quantization"]["exclude_modules"].remove(f"{layer_prefix(4)}*")
     atomic_write_json(d / "hf_quant_config.json", quant)
 
 

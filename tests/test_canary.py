@@ -110,9 +110,21 @@ def test_published_config_names_the_checkpoint(monkeypatch: pytest.MonkeyPatch,
     assert canary.canary_snapshot()["num_draft_tokens"] == 4
 
 
+@pytest.mark.parametrize("architecture", ["Qwen3NextForCausalLM", None])
+def test_judges_every_draft_not_only_known_families(monkeypatch: pytest.MonkeyPatch,
+                                                    caplog: pytest.LogCaptureFixture,
+                                                    architecture: str | None) -> None:
+    caplog.set_level(logging.DEBUG, logger=LOGGER)
+    published(monkeypatch, architecture=architecture)
+    canary.configure_canary(CanarySettings(warmup_steps=10))
+    steps(reporter(), 10, 4, 1.0)
+    (message,) = errors(caplog)
+    assert "drafts are being rejected" in message
+    assert "sglang-glm-mtp check" not in message, "check does not know this architecture: no advice to run it"
+    assert "ships this architecture's MTP weights" in message
+
+
 @pytest.mark.parametrize("kwargs, reason", [
-    ({"architecture": "LlamaForCausalLM"}, "not a GLM-5.x/DeepSeek NextN draft"),
-    ({"architecture": None}, "not a GLM-5.x/DeepSeek NextN draft"),
     ({"num_draft_tokens": 1}, "speculative_num_draft_tokens=1: nothing to accept"),
 ])
 def test_stands_down_where_there_is_nothing_to_judge(monkeypatch: pytest.MonkeyPatch,

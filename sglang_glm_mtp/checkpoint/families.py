@@ -8,7 +8,7 @@ adding one ``ModelFamily`` entry to ``FAMILIES`` at the bottom of this file.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 
@@ -50,6 +50,21 @@ INT_FIELDS = (*CONFIG_LIMITS, "hidden_size", "intermediate_size", "moe_intermedi
 
 class ConfigError(ValueError):
     """A config.json field that is missing, of the wrong type, or absurd; the message names it."""
+
+
+#: The draft layer's tensor prefix in most checkpoints; ``{N}`` is the draft layer id. The only spelling
+#: of ``model.layers`` in the package: everything else asks a family (or ``layer_prefix``).
+LAYER_PREFIX = "model.layers.{N}"
+
+
+def layer_prefix(layer: int | str, template: str = LAYER_PREFIX) -> str:
+    """``model.layers.78`` for layer 78 (no trailing dot); ``layer="*"`` gives the all-layers glob."""
+    return template.replace("{N}", str(layer))
+
+
+def draft_layer_id(num_hidden_layers: int) -> int:
+    """SGLang's NextN rule, shared by every family: the layer after the last decoder layer."""
+    return 0 if num_hidden_layers == 1 else num_hidden_layers
 
 
 class Config:
@@ -139,7 +154,22 @@ def dsa_indexer(cfg: Config) -> list[LayerTensor]:
         _linear("self_attn.indexer.wk", head_dim, hidden),
         *_norm("self_attn.indexer.k_norm", head_dim, bias=True),
         _linear("self_attn.indexer.weights_proj", n_heads, hidden),
+        *indexer_kpool(cfg),
     ]
+
+
+def indexer_kpool(cfg: Config) -> list[LayerTensor]:
+    """GLM-5.3-Flash's ``IndexerKPool`` (``index_kpool > 1``): two more parameters, loaded by name.
+
+    Inferred from SGLang's class (no release header seen): the APE is built F32, the gate BF16;
+    declared BF16 here because ``check`` accepts F32 where BF16 is expected, never the reverse.
+    """
+    pool = cfg.int("index_kpool", 1)
+    if pool <= 1:
+        return []
+    head_dim = cfg.int("index_head_dim", 128)
+    return [LayerTensor("self_attn.indexer.index_kpool_compress_ape", (pool, head_dim)),
+            LayerTensor("self_attn.indexer.index_kpool_compress_gate", (head_dim, cfg.int("hidden_size")))]
 
 
 def gqa_attention(cfg: Config) -> list[LayerTensor]:
@@ -178,6 +208,21 @@ def dense_mlp(cfg: Config) -> list[LayerTensor]:
     return _gated_mlp("mlp", cfg.int("hidden_size"), cfg.int("intermediate_size"))
 
 
+def fused_dense_mlp(cfg: Config) -> list[LayerTensor]:
+    """GLM-4 dense MLP as checkpoints store it: one ``gate_up_proj`` (gate rows first), one ``down_proj``."""
+    hidden, inter = cfg.int("hidden_size"), cfg.int("intermediate_size")
+    return [_linear("mlp.gate_up_proj", 2 * inter, hidden), _linear("mlp.down_proj", hidden, inter)]
+
+
+def moe_or_dense(cfg: Config, layer: int, draft: bool) -> list[LayerTensor]:
+    """A draft layer is always MoE in the MoE families; target layers follow the dense/sparse split."""
+    return moe_mlp(cfg) if (draft or is_moe_layer(cfg, layer)) else dense_mlp(cfg)
+
+
+def always_fused_dense(cfg: Config, layer: int, draft: bool) -> list[LayerTensor]:
+    return fused_dense_mlp(cfg)
+
+
 def _gated_mlp(prefix: str, hidden: int, inter: int) -> list[LayerTensor]:
     return [_linear(f"{prefix}.gate_proj", inter, hidden), _linear(f"{prefix}.up_proj", inter, hidden),
             _linear(f"{prefix}.down_proj", hidden, inter)]
@@ -186,6 +231,17 @@ def _gated_mlp(prefix: str, hidden: int, inter: int) -> list[LayerTensor]:
 def layer_norms(cfg: Config) -> list[LayerTensor]:
     hidden = cfg.int("hidden_size")
     return [*_norm("input_layernorm", hidden), *_norm("post_attention_layernorm", hidden)]
+
+
+def sandwich_norms(cfg: Config) -> list[LayerTensor]:
+    """GLM-4 (dense) layers: a norm before and after both attention and MLP."""
+    hidden = cfg.int("hidden_size")
+    return [*layer_norms(cfg), *_norm("post_self_attn_layernorm", hidden), *_norm("post_mlp_layernorm", hidden)]
+
+
+def gqa_attention_biased(cfg: Config) -> list[LayerTensor]:
+    """GLM-4 dense attention: q/k/v biases unless ``attention_bias`` is false (SGLang's default: true)."""
+    return gqa_attention(Config({**cfg.raw, "attention_bias": cfg.get("attention_bias", True)}))
 
 
 def mtp_extras(cfg: Config, *, embed_and_head: bool) -> list[LayerTensor]:
@@ -233,26 +289,60 @@ class ModelFamily:
     draft_embed_and_head: bool  # does the draft layer store embed_tokens/shared_head.head?
     #: SGLang's maybe_add_mtp_safetensors appends an un-indexed ``mtp.safetensors`` for these.
     loads_unindexed_mtp_file: bool = False
+    #: where the draft layer's tensors live (``{N}`` = draft layer); the first is what graft/extract write
+    draft_prefixes: tuple[str, ...] = (LAYER_PREFIX,)
+    #: the decoder fields sit under this key of config.json (multimodal wrappers), else at top level
+    config_section: str | None = None
+    #: SGLang builds an MTP draft even when config.json says ``num_nextn_predict_layers: 0``
+    forces_mtp: bool = False
     #: where the unquantized original usually lives ("e.g." in graft's messages)
     source_hint: str = "<the BF16 release this checkpoint was quantized from>"
     #: the family's BF16 releases, listed by check's remedy when the checkpoint does not name its own
     releases: tuple[str, ...] = ()
+    #: the layer's MLP: (config, layer, is draft) -> tensors
+    mlp: Callable[[Config, int, bool], list[LayerTensor]] = moe_or_dense
+    norms: Callable[[Config], list[LayerTensor]] = layer_norms
+    #: tensors beyond attention/indexer/MLP on the draft layer that SGLang's draft consumes (GLM-5.3-Flash)
+    draft_extras: Callable[[Config], list[LayerTensor]] = lambda cfg: []
+
+    def text_config(self, cfg: Config) -> Config:
+        """The view the layer rules read: ``config_section`` merged over the top level (architectures kept)."""
+        section = cfg.raw.get(self.config_section) if self.config_section else None
+        if not isinstance(section, Mapping):
+            return cfg
+        merged = dict(cfg.raw)
+        merged.update({k: v for k, v in section.items() if v is not None and k != "architectures"})
+        return Config(merged)
+
+    def nextn_layers(self, cfg: Config) -> int:
+        """How many NextN layers SGLang builds a draft from (0: MTP off)."""
+        declared = self.text_config(cfg).int("num_nextn_predict_layers", 0)
+        return max(declared, 1) if self.forces_mtp else declared
+
+    def draft_prefixes_for(self, cfg: Config) -> tuple[str, ...]:
+        """Every prefix (with trailing dot) under which SGLang loads this config's draft layer."""
+        return self.prefixes_for_layer(self.draft_layer(cfg))
+
+    def prefixes_for_layer(self, layer: int) -> tuple[str, ...]:
+        """The accepted prefixes (trailing dot) for a known draft layer id (the plugin's view)."""
+        return tuple(layer_prefix(layer, template) + "." for template in self.draft_prefixes)
 
     def draft_layer(self, cfg: Config) -> int:
         """SGLang's rule: ``0 if num_hidden_layers == 1 else num_hidden_layers``."""
-        layers = cfg.int("num_hidden_layers")
-        return 0 if layers == 1 else layers
+        return draft_layer_id(self.text_config(cfg).int("num_hidden_layers"))
 
     def is_standalone_draft(self, cfg: Config) -> bool:
-        return cfg.architecture in self.draft_architectures or cfg.int("num_hidden_layers") == 1
+        return cfg.architecture in self.draft_architectures or self.text_config(cfg).int("num_hidden_layers") == 1
 
     def layer_tensors(self, cfg: Config, layer: int, *, draft: bool = False) -> list[LayerTensor]:
         """The complete tensor list of one layer; the draft layer always has a full indexer and a MoE."""
-        tensors = [*layer_norms(cfg), *self.attention(cfg)]
+        cfg = self.text_config(cfg)
+        tensors = [*self.norms(cfg), *self.attention(cfg)]
         if self.indexer(cfg) and (draft or has_full_indexer(cfg, layer)):
             tensors += dsa_indexer(cfg)
-        tensors += moe_mlp(cfg) if (draft or is_moe_layer(cfg, layer)) else dense_mlp(cfg)
+        tensors += self.mlp(cfg, layer, draft)
         if draft:
+            tensors += self.draft_extras(cfg)
             tensors += mtp_extras(cfg, embed_and_head=self.draft_embed_and_head)
         return tensors
 
@@ -297,6 +387,44 @@ FAMILIES: tuple[ModelFamily, ...] = (
         source_hint="zai-org/GLM-4.7",
         releases=("zai-org/GLM-4.5", "zai-org/GLM-4.5-Air", "zai-org/GLM-4.6", "zai-org/GLM-4.7"),
     ),
+    ModelFamily(
+        name="glm-4.7-flash",  # MLA without an indexer, 64 routed experts; SGLang's mtp.safetensors rule applies
+        architectures=("Glm4MoeLiteForCausalLM",),
+        draft_architectures=("Glm4MoeLiteForCausalLMNextN",),
+        attention=mla_attention,
+        indexer=lambda cfg: False,
+        draft_embed_and_head=False,  # inferred: SGLang drops both if present (warning, never a refusal)
+        loads_unindexed_mtp_file=True,
+        source_hint="zai-org/GLM-4.7-Flash",
+        releases=("zai-org/GLM-4.7-Flash",),
+    ),
+    ModelFamily(
+        name="glm-5.3-flash",  # multimodal wrapper: text_config, two accepted prefixes, MLA without RoPE
+        architectures=("Glm5NextForConditionalGeneration",),
+        draft_architectures=("Glm5NextForConditionalGenerationNextN",),
+        attention=mla_attention,
+        indexer=_has_index_config,
+        draft_embed_and_head=False,
+        draft_prefixes=("model.language_model.layers.{N}", LAYER_PREFIX),
+        config_section="text_config",
+        forces_mtp=True,  # model_config.py forces num_nextn_predict_layers = 1 for it
+        source_hint="zai-org/GLM-5.3-Flash",
+        releases=("zai-org/GLM-5.3-Flash",),
+    ),
+    ModelFamily(
+        name="glm-ocr",  # dense GQA draft (GLM-4 layer: four norms, biased q/k/v, fused gate_up_proj)
+        architectures=("GlmOcrForConditionalGeneration",),
+        draft_architectures=("GlmOcrForConditionalGenerationNextN",),
+        attention=gqa_attention_biased,
+        indexer=lambda cfg: False,
+        draft_embed_and_head=False,
+        draft_prefixes=("model.language_model.layers.{N}", LAYER_PREFIX),  # the loader strips language_model.
+        config_section="text_config",
+        mlp=always_fused_dense,
+        norms=sandwich_norms,
+        source_hint="zai-org/GLM-OCR",
+        releases=("zai-org/GLM-OCR",),
+    ),
 )
 
 
@@ -305,6 +433,11 @@ def family_for(architecture: str) -> ModelFamily | None:
         if architecture in family.architectures or architecture in family.draft_architectures:
             return family
     return None
+
+
+def family_for_draft_class(class_name: str) -> ModelFamily | None:
+    """The family whose SGLang draft class is ``class_name`` (the plugin knows classes, not configs)."""
+    return next((f for f in FAMILIES if class_name in f.draft_architectures), None)
 
 
 def supported_architectures() -> list[str]:

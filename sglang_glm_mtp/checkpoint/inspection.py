@@ -72,7 +72,7 @@ class _IndexScan:
     _values: list[str] | None = None
 
     @classmethod
-    def of(cls, weight_map: dict[str, Any], prefix: str | None) -> _IndexScan | None:
+    def of(cls, weight_map: dict[str, Any], prefixes: tuple[str, ...]) -> _IndexScan | None:
         """None when a value is not a file name (the caller reports the index as unreadable)."""
         try:
             referenced = set(weight_map.values())
@@ -83,7 +83,7 @@ class _IndexScan:
         names = "\n" + "\n".join(weight_map) + "\n"  # one string: every search below runs in C
         suffixes = {s for s in (".weight_scale_2", ".weight_scale_inv") if f"{s}\n" in names}
         draft: list[str] = []
-        if prefix:
+        for prefix in prefixes:
             needle = "\n" + prefix
             start = names.find(needle)
             while start >= 0:
@@ -168,10 +168,10 @@ class _Inspection:
         hf_quant = self.source.read_json(QUANT_FILE) if QUANT_FILE in files else None
         decl = read_quant_declaration(cfg.raw, hf_quant)
         index = self._read_index()
-        applicable = cfg.int("num_nextn_predict_layers", 0) >= 1
+        applicable = family.nextn_layers(cfg) >= 1
         layer = family.draft_layer(cfg) if applicable else None
-        prefix = f"model.layers.{layer}." if layer is not None else None
-        scan = _IndexScan.of(index["weight_map"], prefix) if index is not None else None
+        prefixes = family.draft_prefixes_for(cfg) if layer is not None else ()
+        scan = _IndexScan.of(index["weight_map"], prefixes) if index is not None else None
         if index is not None and scan is None:
             raise self.unreadable(INDEX_FILE, "weight_map values must be shard file names",
                                   "restore it from the release, or delete it to let SGLang load every "
@@ -180,15 +180,17 @@ class _Inspection:
         report.target_precision = _target_precision(decl, scan)
         report.quant_config = {"source": decl.source, "quant_algo": decl.quant_algo,
                                "exclude_key": decl.exclude_key}
-        if layer is None or prefix is None:
+        if layer is None:
             report.status = "not-applicable"
             return report
 
         report.draft_layer = layer
         report.standalone_draft = family.is_standalone_draft(cfg)
-        report.quant_config["draft_excluded"] = decl.is_excluded(f"model.layers.{layer}") if decl.quantizes else None
-
-        located = self._locate_draft(files, scan, prefix, family, index)
+        located = self._locate_draft(files, scan, prefixes, family, index)
+        prefix = _chosen_prefix(prefixes, located)  # the family's spelling this checkpoint uses
+        located = {name: loc for name, loc in located.items() if name.startswith(prefix)}
+        report.draft_prefix = prefix[:-1]
+        report.quant_config["draft_excluded"] = decl.is_excluded(prefix[:-1]) if decl.quantizes else None
         report.locations = located
         report.draft_shards = sorted({loc.shard for loc in located.values()})
         report.draft_bytes = sum(loc.entry.nbytes for loc in located.values())
@@ -265,7 +267,7 @@ class _Inspection:
                 self.problem(shard.error.code, f"{shard.name}: {shard.error}", file=shard.name)
         return {shard.name: shard for shard in shards}
 
-    def _locate_draft(self, files: dict[str, int], scan: _IndexScan | None, prefix: str,
+    def _locate_draft(self, files: dict[str, int], scan: _IndexScan | None, prefix: tuple[str, ...],
                       family: ModelFamily, index: dict[str, Any] | None) -> dict[str, TensorLocation]:
         """Find every draft tensor SGLang would load, and every way the index or a shard misleads it."""
         on_disk = {name for name in files if name.endswith(".safetensors")}
@@ -493,6 +495,12 @@ def _target_precision(decl: QuantDeclaration, scan: _IndexScan | None) -> Precis
     if len(kinds) > 1:
         return "mixed"
     return kinds.pop() if kinds else "bf16"
+
+
+def _chosen_prefix(prefixes: tuple[str, ...], located: dict[str, TensorLocation]) -> str:
+    """The accepted prefix most draft tensors use; the family's first when none is present."""
+    counts = [sum(name.startswith(p) for name in located) for p in prefixes]
+    return prefixes[counts.index(max(counts))] if any(counts) else prefixes[0]
 
 
 def _quantized_group(tensor: LayerTensor, per_module: dict[str, Precision]) -> bool:

@@ -64,6 +64,8 @@ class InspectionReport:
     architecture: str
     family: str | None
     draft_layer: int | None
+    #: where the draft layer's tensors live, e.g. ``model.layers.78`` (families.py decides; no trailing dot)
+    draft_prefix: str | None = None
     expected_tensors: int = 0
     found_tensors: int = 0
     missing: list[str] = field(default_factory=list)

@@ -1,7 +1,7 @@
 """The SGLang plugin ``glm_mtp`` (entry point group ``sglang.srt.plugins``).
 
 One folder holds every line that touches SGLang, so supporting a new SGLang version
-means editing this folder (``registration.py`` lists every hook target). Behaviour,
+means editing this folder (``targets.py`` lists every hook target). Behaviour,
 one module each: ``preflight`` (refuse a missing draft at startup), ``coverage``
 (verify the draft's parameters after load), ``draft_precision`` (build the draft as
 stored), ``resolution`` (+ ``runner_rules``: pick the draft MoE runner), ``cli_flag``

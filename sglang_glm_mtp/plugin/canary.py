@@ -15,8 +15,8 @@ it: one ERROR, then silence until a later window is back above it (re-armed). No
 the scheduler thread is the only writer and ``get_internal_state`` (the only reader)
 runs on the same thread. No GPU sync, no allocation per step.
 
-Scope: only when the plugin's resolution step recognised a GLM-5.x / DeepSeek NextN
-draft, and only when at least ``min_draft_tokens`` tokens per step are verified (with
+Scope: every speculative draft (GLM, DeepSeek and every other MTP/EAGLE draft: a rejected
+draft costs the same whoever built it), only when at least ``min_draft_tokens`` tokens per step are verified (with
 one, the accept length is 1 by construction). Only the rank that prints SGLang's decode
 stats logs (one ERROR per DP group, not one per TP rank); every rank keeps the state.
 """
@@ -61,7 +61,8 @@ class _Canary:
     """Per-process state; a scheduler process has exactly one metrics reporter."""
 
     __slots__ = ("settings", "active", "reason", "num_draft_tokens", "logs_here", "draft_path", "steps", "tokens",
-                 "requests", "win_steps", "win_tokens", "win_requests", "last_window_mean", "tripped", "trips")
+                 "requests", "win_steps", "win_tokens", "win_requests", "last_window_mean", "tripped", "trips",
+                 "known_family")
 
     def __init__(self, config: CanarySettings | None = None) -> None:
         self.configure(config or CanarySettings())
@@ -74,6 +75,7 @@ class _Canary:
         self.num_draft_tokens: int | None = None
         self.logs_here = True
         self.draft_path: str | None = None
+        self.known_family = True
         self.steps = self.tokens = self.requests = 0
         self.win_steps = self.win_tokens = self.win_requests = 0
         self.last_window_mean: float | None = None
@@ -88,15 +90,10 @@ class _Canary:
         self.num_draft_tokens = num_draft_tokens
         self.draft_path = draft_path or (state.get("preflight") or {}).get("checkpoint")
         self.logs_here = bool(getattr(reporter, "is_stats_logging_rank", True))
-        if state is not _UNPUBLISHED:
-            from ..checkpoint.families import family_for
+        from ..checkpoint.families import family_for
 
-            architecture = state.get("architecture")
-            if not architecture or family_for(architecture) is None:
-                self.active = False
-                self.reason = (f"{architecture or 'this model'}: not a GLM-5.x/DeepSeek NextN draft the plugin "
-                               "checks at startup")
-                return
+        if state is not _UNPUBLISHED:  # nothing published: keep the check advice
+            self.known_family = family_for(state.get("architecture") or "") is not None
         if num_draft_tokens is not None and num_draft_tokens < self.settings.min_draft_tokens:
             self.active = False
             self.reason = (f"speculative_num_draft_tokens={num_draft_tokens}: nothing to accept "
@@ -136,13 +133,15 @@ class _Canary:
             f"verify steps (threshold {self.settings.min_accept_length:.2f}{per_step}). MTP is costing "
             "throughput instead of adding it.",
             "This usually means the draft layer computes garbage: draft weights missing or never loaded (an NVFP4 "
-            "conversion that dropped model.layers.N, a hand-made mtp.safetensors the index does not name), a draft "
+            "conversion that dropped the draft layer, a hand-made mtp.safetensors the index does not name), a draft "
             "loaded at the wrong precision, a broken draft MoE runner (--speculative-moe-runner-backend), or a "
             "startup check that was skipped.",
         ]
         lines += [f"Seen at startup: {fact}" for fact in _startup_evidence()]
+        run = (f"Run: sglang-glm-mtp check {target}   (see {TROUBLESHOOTING})." if self.known_family else
+               f"Check that {target} ships this architecture's MTP weights (see {TROUBLESHOOTING}).")
         lines += [
-            f"Run: sglang-glm-mtp check {target}   (see {TROUBLESHOOTING}).",
+            run,
             f"Logged once; logged again only after the accept length recovers and collapses again. "
             f"Thresholds: {settings.CANARY_MIN_ACCEPT_ENV}, {settings.CANARY_WARMUP_ENV}; "
             f"off: {settings.CANARY_ENV}=0.",
@@ -209,6 +208,7 @@ def _speculative_configured() -> bool:
 
 def _startup_evidence() -> list[str]:
     """What the plugin saw at startup that points at a cause (read only when tripping)."""
+    from ..checkpoint.families import layer_prefix
     from .coverage import LAST_RESULT
 
     facts: list[str] = []
@@ -218,7 +218,8 @@ def _startup_evidence() -> list[str]:
         facts.append(f"the preflight found the draft layer {preflight.get('status')} and was skipped "
                      f"({settings.SKIP_PREFLIGHT_ENV}=1)")
     elif preflight:
-        facts.append(f"draft layer model.layers.{preflight.get('draft_layer')} {preflight.get('status')}, "
+        where = preflight.get("draft_prefix") or layer_prefix(preflight.get("draft_layer"))
+        facts.append(f"draft layer {where} {preflight.get('status')}, "
                      f"{preflight.get('found_tensors')}/{preflight.get('expected_tensors')} tensors, stored "
                      f"{preflight.get('draft_precision')}")
     elif state is not _UNPUBLISHED:
@@ -262,7 +263,7 @@ def register_canary() -> None:
     """Install the hook (also when switched off, so strict mode sees every target; it then returns at once)."""
     from sglang.srt.plugins.hook_registry import HookRegistry, HookType
 
-    from .registration import CANARY_TARGET
+    from .targets import CANARY_TARGET
 
     _CANARY.configure(settings.canary_settings())
     HookRegistry.register(CANARY_TARGET, on_verify_step, HookType.AFTER)

@@ -1,6 +1,6 @@
 """Post-load coverage: every draft parameter must have received a checkpoint tensor.
 
-SGLang 0.5.23's NextN loader ``continue``s past every name outside ``model.layers.N``
+SGLang 0.5.23's NextN loader ``continue``s past every name outside the draft layer
 and never checks what it did not load, so a missing or partial layer leaves
 ``torch.empty`` memory in the draft. Here every parameter's ``weight_loader`` is wrapped
 for the duration of the draft's ``load_weights`` and the calls are recorded as
@@ -18,6 +18,18 @@ only the experts this rank owns are expected, so a missing expert is reported by
 rank that owns it (its scheduler's failure ends the launch). TP shards every parameter
 but calls its loader with the full tensor; PP builds the draft on one stage with all
 its parameters.
+
+Every draft class, not only GLM/DeepSeek (the backstop): the hook goes on the
+``load_weights`` of whatever class SGLang builds as a NextN/MTP draft. Classes that write
+a parameter with ``param.data.copy_()`` instead of a loader (MiMo-V2's attention sink,
+the DSA indexer fusion) are seen by a torch function mode that records in-place copies into
+parameter storage, so they need no per-family list. The layer prefix used for "no draft
+tensor at all" comes from the family table; for classes outside it, the judgement is
+"no parameter received anything".
+
+First load only: the check judges the draft's first ``load_weights``. Later calls on the
+same model (RL weight sync: ``update_weights_from_tensor/_from_disk/_from_distributed``)
+legitimately carry subsets and are passed through untouched.
 """
 
 from __future__ import annotations
@@ -28,12 +40,13 @@ import threading
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterable, Iterator
 
+from ..checkpoint.families import draft_layer_id, family_for_draft_class
 from . import settings
 
 logger = logging.getLogger(__name__)
 
-#: Draft parameters that no checkpoint tensor feeds: the target's are shared in later.
-SHARED_FROM_TARGET = ("model.embed_tokens.", "lm_head.")
+#: Draft parameters that no checkpoint tensor feeds: the target's are shared in later (any nesting level).
+SHARED_FROM_TARGET = ("embed_tokens.", "word_embeddings.", "lm_head.")
 #: Fused parameter -> shard ids it needs (SGLang's stacked_params_mapping).
 STACKED_SHARDS = {"gate_up_proj": {0, 1}, "qkv_proj": {"q", "k", "v"}}
 #: Written by copy_() from these two checkpoint tensors, never through a weight_loader.
@@ -66,19 +79,47 @@ class CoverageResult:
 class _Recorder:
     """Wraps weight loaders; records what reached which parameter (thread-safe: loaders may run in a pool)."""
 
-    def __init__(self, model: Any, layer_prefix: str) -> None:
+    def __init__(self, model: Any, layer_prefixes: tuple[str, ...]) -> None:
         self.model = model
-        self.layer_prefix = layer_prefix
+        self.layer_prefixes = layer_prefixes  # empty: a draft class outside the family table
         self.calls: dict[str, set[tuple[Any, Any]]] = {}
         self.streamed: set[str] = set()
+        self.copied: set[str] = set()  # written by an in-place copy outside any loader
         self._lock = threading.Lock()
         self._saved: list[tuple[Any, str, bool, Any]] = []
 
     def stream(self, weights: Iterable[tuple[str, Any]]) -> Iterator[tuple[str, Any]]:
         for name, tensor in weights:
-            if name.startswith(self.layer_prefix):
+            if not self.layer_prefixes or name.startswith(self.layer_prefixes):
                 self.streamed.add(name)
             yield name, tensor
+
+    def copy_watch(self) -> Any:
+        """A torch function mode that marks parameters written by ``copy_`` into their storage."""
+        import torch
+        from torch.overrides import TorchFunctionMode
+
+        storages: dict[int, list[str]] = {}
+        for name, param in self.model.named_parameters():
+            try:
+                storages.setdefault(param.untyped_storage().data_ptr(), []).append(name)
+            except Exception:  # meta or exotic tensors: loaders still record them
+                continue
+        copied = self.copied
+        copy_ops = {torch.Tensor.copy_}
+
+        class _CopyWatch(TorchFunctionMode):
+            def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: Any = None) -> Any:
+                if func in copy_ops and args and isinstance(args[0], torch.Tensor):
+                    try:
+                        names = storages.get(args[0].untyped_storage().data_ptr())
+                    except Exception:
+                        names = None
+                    if names:
+                        copied.update(names)
+                return func(*args, **(kwargs or {}))
+
+        return _CopyWatch()
 
     def install(self) -> None:
         from sglang.srt.model_loader.weight_utils import default_weight_loader
@@ -147,21 +188,25 @@ def expected_experts(moe: Any) -> set[int]:
     return {e for e in range(total) if mapper(e) != -1}
 
 
+def _shared_from_target(name: str) -> bool:
+    return any(name.startswith(p) or f".{p}" in name for p in SHARED_FROM_TARGET)
+
+
 def uncovered_parameters(model: Any, recorder: _Recorder) -> tuple[int, list[str]]:
     """Names of parameters (with the missing shard/expert when partial) that got no tensor."""
     moe_modules = {name: module for name, module in model.named_modules()
                    if hasattr(module, "_map_global_expert_id_to_local_expert_id")}
-    streamed_suffixes = {n[len(recorder.layer_prefix):] for n in recorder.streamed}
+    streamed = recorder.streamed
     total, missing = 0, []
     for name, param in model.named_parameters():
-        if (name.startswith(SHARED_FROM_TARGET) or name.endswith(DERIVED_SUFFIXES)
+        if (_shared_from_target(name) or name.endswith(DERIVED_SUFFIXES)
                 or getattr(param, "_skip_weight_check", False)):
             continue
         total += 1
         calls = recorder.calls.get(name, set())
         fused = next((srcs for key, srcs in FUSED_WITHOUT_LOADER.items() if key in name), None)
         if fused is not None:
-            if not all(any(src in s for s in streamed_suffixes) for src in fused):
+            if not all(any(src in s for s in streamed) for src in fused):
                 missing.append(name)
             continue
         owner = name.rsplit(".", 1)[0]
@@ -176,11 +221,12 @@ def uncovered_parameters(model: Any, recorder: _Recorder) -> tuple[int, list[str
                 missing.append(f"{name} (experts {_ranges(gaps)})")
             continue
         if not calls:
-            missing.append(name)
+            if name not in recorder.copied:
+                missing.append(name)
             continue
         leaf = owner.rsplit(".", 1)[-1]
         needed = STACKED_SHARDS.get(leaf)
-        if needed is not None:
+        if needed is not None and (None, None) not in calls:  # a shard-less call loaded the fused tensor whole
             absent = needed - {s for s, _ in calls}
             if absent:
                 missing.append(f"{name} (shards {sorted(map(str, absent))})")
@@ -195,23 +241,30 @@ def _ranges(ids: list[int]) -> str:
 
 def load_weights_with_coverage(original_fn: Callable[..., Any], model: Any, weights: Iterable[tuple[str, Any]],
                                *args: Any, **kwargs: Any) -> Any:
-    """AROUND hook on ``<NextN class>.load_weights``; always calls the original exactly once."""
+    """AROUND hook on ``<draft class>.load_weights``; always calls the original exactly once."""
     if getattr(model, "_glm_mtp_recording", False):  # GLM's load_weights calls DeepSeek's: record once
         return original_fn(model, weights, *args, **kwargs)
-    layer = int(model.config.num_hidden_layers)
-    prefix = f"model.layers.{0 if layer == 1 else layer}."
-    recorder = _Recorder(model, prefix)
+    if getattr(model, "_glm_mtp_judged", False):  # RL weight sync after the first load: never judged
+        logger.debug("glm_mtp: %s.load_weights called again (weight update); coverage judges the first load only",
+                     type(model).__name__)
+        return original_fn(model, weights, *args, **kwargs)
+    prefixes = draft_prefixes(model)
+    recorder = _Recorder(model, prefixes)
     model._glm_mtp_recording = True
     recorder.install()
     try:
-        result = original_fn(model, recorder.stream(weights), *args, **kwargs)
+        with recorder.copy_watch():
+            result = original_fn(model, recorder.stream(weights), *args, **kwargs)
     finally:
         recorder.restore()
         model._glm_mtp_recording = False
+    model._glm_mtp_judged = True
     total, missing = uncovered_parameters(model, recorder)
-    outcome = CoverageResult(prefix.rstrip("."), len(recorder.streamed), total, total - len(missing), missing)
-    if not recorder.streamed or missing:
-        message = _message(outcome)
+    where = prefixes[0].rstrip(".") if prefixes else type(model).__name__
+    outcome = CoverageResult(where, len(recorder.streamed), total, total - len(missing), missing)
+    nothing = not recorder.streamed if prefixes else (total > 0 and len(missing) == total)
+    if nothing or missing:
+        message = _message(outcome, known_layer=bool(prefixes))
         if settings.skip_coverage():
             outcome.skipped = True
             logger.warning("glm_mtp: %s=1, continuing although: %s", settings.SKIP_COVERAGE_ENV, message)
@@ -220,20 +273,37 @@ def load_weights_with_coverage(original_fn: Callable[..., Any], model: Any, weig
             LAST_RESULT.update(outcome.to_dict())
             raise DraftWeightsNotLoadedError(message)
     else:
-        logger.info("glm_mtp: draft coverage OK: %d/%d parameters loaded from %d %s* tensors",
-                    outcome.covered, total, outcome.streamed_layer_tensors, prefix)
+        logger.info("glm_mtp: draft coverage OK: %d/%d parameters of %s loaded from %d %s tensors",
+                    outcome.covered, total, type(model).__name__, outcome.streamed_layer_tensors,
+                    f"{where}.*" if prefixes else "checkpoint")
     LAST_RESULT.clear()
     LAST_RESULT.update(outcome.to_dict())
     return result
 
 
-def _message(outcome: CoverageResult) -> str:
-    head = (f"glm_mtp: the NextN draft received no {outcome.layer_prefix}.* tensors at all"
-            if not outcome.streamed_layer_tensors else
-            f"glm_mtp: {len(outcome.uncovered)} of {outcome.parameters} NextN draft parameters received no "
-            f"checkpoint tensor (from {outcome.streamed_layer_tensors} {outcome.layer_prefix}.* tensors)")
+def draft_prefixes(model: Any) -> tuple[str, ...]:
+    """Where this draft's layer lives in the checkpoint, from the family table; () for other classes."""
+    family = next((f for f in map(family_for_draft_class, (c.__name__ for c in type(model).__mro__)) if f), None)
+    config = getattr(model, "config", None)
+    config = getattr(config, "text_config", None) or config
+    layers = getattr(config, "num_hidden_layers", None)
+    if family is None or not isinstance(layers, int):
+        return ()
+    return family.prefixes_for_layer(draft_layer_id(layers))
+
+
+def _message(outcome: CoverageResult, *, known_layer: bool = True) -> str:
+    if not known_layer:  # a draft class outside the family table: layer_prefix holds the class name
+        head = (f"glm_mtp: {len(outcome.uncovered)} of {outcome.parameters} parameters of the MTP draft "
+                f"{outcome.layer_prefix} received no checkpoint tensor")
+    elif not outcome.streamed_layer_tensors:
+        head = f"glm_mtp: the NextN draft received no {outcome.layer_prefix}.* tensors at all"
+    else:
+        head = (f"glm_mtp: {len(outcome.uncovered)} of {outcome.parameters} NextN draft parameters received no "
+                f"checkpoint tensor (from {outcome.streamed_layer_tensors} {outcome.layer_prefix}.* tensors)")
     names = ", ".join(outcome.uncovered[:FIRST_NAMES])
     more = f" (+{len(outcome.uncovered) - FIRST_NAMES} more)" if len(outcome.uncovered) > FIRST_NAMES else ""
+    remedy = ("Run `sglang-glm-mtp check <model>` and graft the layer" if known_layer else
+              "The checkpoint lacks (part of) this architecture's MTP weights: use a release that ships them")
     return (f"{head}: {names}{more}. The draft would run on uninitialised memory (accept length ~1). "
-            f"Run `sglang-glm-mtp check <model>` and graft the layer; to continue anyway set "
-            f"{settings.SKIP_COVERAGE_ENV}=1.")
+            f"{remedy}; to continue anyway set {settings.SKIP_COVERAGE_ENV}=1.")

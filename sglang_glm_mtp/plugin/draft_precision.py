@@ -10,8 +10,14 @@ layer's safetensors headers instead:
 * BF16 draft  -> None (unquantized), whatever the target is;
 * FP8 draft   -> the block-FP8 config DeepSeek/GLM FP8 releases use;
 * NVFP4 draft -> the target's ModelOpt FP4 config, excludes remapped from
-  ``model.layers.N.*`` to the draft's ``model.*``/``model.decoder.*`` names, and
+  the draft layer's checkpoint names to the draft's ``model.*``/``model.decoder.*`` names, and
   protected from the ``modelopt_fp4 -> None`` override (see ``_shield_from_override``).
+
+Two seams, one rule: DeepSeek-V3-derived drafts (GLM-5.x, GLM-5.3-Flash through ``super()``)
+resolve their config in ``_resolve_nextn_quant_config``; GLM-4.5/4.6/4.7, GLM-4.7-Flash and
+GLM-OCR have no such method and hand the target's config straight from ``__init__`` to a
+NextN model constructor that nulls ``modelopt_fp4``, so their ``__init__`` is wrapped to pass
+the draft's own config instead. Layer names come from the family table (``families.py``).
 """
 
 from __future__ import annotations
@@ -20,6 +26,9 @@ import copy
 import logging
 import sys
 from typing import Any, Callable
+
+from ..checkpoint.families import LAYER_PREFIX, draft_layer_id, family_for_draft_class, layer_prefix
+from .targets import NVFP4_OVERRIDERS, QUANT_CONSTRUCTORS
 
 logger = logging.getLogger(__name__)
 
@@ -49,17 +58,23 @@ def draft_storage(config: Any) -> tuple[str | None, str]:
     preflight = (state or {}).get("preflight")
     if preflight:  # the main process already read these headers; same checkpoint, same answer
         shards = ", ".join(preflight.get("draft_shards") or []) or "no shard"
-        return preflight.get("draft_precision"), (f"{preflight.get('found_tensors', 0)} tensors of model.layers."
-                                                  f"{preflight.get('draft_layer')} in {shards}")
+        where = preflight.get("draft_prefix") or layer_prefix(preflight.get("draft_layer"))
+        return preflight.get("draft_precision"), f"{preflight.get('found_tensors', 0)} tensors of {where} in {shards}"
     spec = get_spec()
-    source = open_draft_source(spec.speculative_draft_model_path, spec.speculative_draft_model_revision)
+    path, revision = spec.speculative_draft_model_path, spec.speculative_draft_model_revision
+    if not path:  # SGLang fills in no draft path for some families (GLM-5.3-Flash): the draft is the target
+        from sglang.srt.runtime_context import get_model
+
+        path, revision = get_model().model_path, get_model().revision
+    source = open_draft_source(path, revision) if path else None
     if source is None:
         return None, "draft checkpoint not readable before load"
     from ..checkpoint.inspection import inspect_checkpoint as inspect
 
     report = inspect(source)
-    return report.draft_precision, f"{report.found_tensors} tensors of model.layers.{report.draft_layer} " \
-                                   f"in {', '.join(report.draft_shards) or 'no shard'}"
+    where = report.draft_prefix or layer_prefix(report.draft_layer)
+    return report.draft_precision, f"{report.found_tensors} tensors of {where} in " \
+                                   f"{', '.join(report.draft_shards) or 'no shard'}"
 
 
 def _published_state(attr: str) -> dict[str, Any] | None:
@@ -73,55 +88,78 @@ def _published_state(attr: str) -> dict[str, Any] | None:
 
 def resolve_nextn_quant_config(original_fn: Callable[..., Any], model: Any, config: Any, quant_config: Any) -> Any:
     """AROUND hook on ``<NextN class>._resolve_nextn_quant_config``; always calls the original first."""
-    resolved = original_fn(model, config, quant_config)
+    classes = [c.__name__ for c in type(model).__mro__]
+    return draft_quant_config(original_fn(model, config, quant_config), config, classes)
+
+
+def init_with_draft_quant_config(original_fn: Callable[..., Any], module: Any, config: Any, quant_config: Any = None,
+                                 *args: Any, **kwargs: Any) -> Any:
+    """AROUND hook on the NextN *model* constructor of drafts without ``_resolve_nextn_quant_config``
+    (GLM-4.x, GLM-4.7-Flash, GLM-OCR): it gets the draft's own config; the outer lm_head keeps the target's."""
+    if "quant_config" in kwargs:
+        quant_config = kwargs.pop("quant_config")
+    owner = type(module).__name__
+    classes = [draft for draft, target in QUANT_CONSTRUCTORS.items() if target.rsplit(".", 2)[-2] == owner]
+    return original_fn(module, config, draft_quant_config(quant_config, config, classes), *args, **kwargs)
+
+
+def _draft_layer_name(config: Any, class_names: list[str]) -> tuple[int, str]:
+    """The draft layer id and its checkpoint prefix (the family of the first known class name)."""
+    text = getattr(config, "text_config", None) or config
+    layer = draft_layer_id(int(getattr(text, "num_hidden_layers", 0) or 0))
+    family = next((f for f in map(family_for_draft_class, class_names) if f), None)
+    return layer, layer_prefix(layer, family.draft_prefixes[0] if family else LAYER_PREFIX)
+
+
+def draft_quant_config(resolved: Any, config: Any, class_names: list[str] | None = None) -> Any:
+    """The config to build the draft with, given what SGLang resolved and what the checkpoint stores."""
     if resolved is None or resolved.get_name() not in ("modelopt_fp4", "fp8", "modelopt_fp8"):
         return resolved  # BF16 target, Quark handled upstream, or a method we do not second-guess
     precision, evidence = draft_storage(config)
-    layer = config.num_hidden_layers
+    layer, name = _draft_layer_name(config, class_names or [])
     target = resolved.get_name()
     if precision == "bf16":
-        _log_once("glm_mtp: draft model.layers.%s is stored BF16 (%s); building it unquantized "
-                  "(target keeps %s)", layer, evidence, target)
+        _log_once("glm_mtp: draft %s is stored BF16 (%s); building it unquantized (target keeps %s)",
+                  name, evidence, target)
         return None
     if precision == "fp8":
         if target == "fp8":
             return resolved
         from sglang.srt.layers.quantization.fp8 import Fp8Config
 
-        _log_once("glm_mtp: draft model.layers.%s is stored FP8 (%s); building it with block FP8 [128, 128]",
-                  layer, evidence)
+        _log_once("glm_mtp: draft %s is stored FP8 (%s); building it with block FP8 [128, 128]", name, evidence)
         return Fp8Config(is_checkpoint_fp8_serialized=True, weight_block_size=[128, 128])
     if precision == "nvfp4":
         if target != "modelopt_fp4":
-            logger.error("glm_mtp: draft model.layers.%s is stored NVFP4 but the target is %s; no NVFP4 config "
-                         "to build it with", layer, target)
+            logger.error("glm_mtp: draft %s is stored NVFP4 but the target is %s; no NVFP4 config to build it with",
+                         name, target)
             return resolved
-        _log_once("glm_mtp: draft model.layers.%s is stored NVFP4 (%s); keeping modelopt_fp4 for the draft",
-                  layer, evidence)
-        return nvfp4_draft_config(resolved, layer)
+        _log_once("glm_mtp: draft %s is stored NVFP4 (%s); keeping modelopt_fp4 for the draft", name, evidence)
+        return nvfp4_draft_config(resolved, layer, name)
     if precision is None:
-        _log_once("glm_mtp: cannot tell how draft model.layers.%s is stored (%s); leaving SGLang's quant config "
-                  "(%s); the post-load coverage check judges the layer", layer, evidence, target)
+        _log_once("glm_mtp: cannot tell how draft %s is stored (%s); leaving SGLang's quant config (%s); the "
+                  "post-load coverage check judges the layer", name, evidence, target)
     else:
-        logger.warning("glm_mtp: draft model.layers.%s is stored %s (%s), which the plugin does not build; "
-                       "leaving SGLang's quant config (%s)", layer, precision, evidence, target)
+        logger.warning("glm_mtp: draft %s is stored %s (%s), which the plugin does not build; leaving SGLang's "
+                       "quant config (%s)", name, precision, evidence, target)
     return resolved
 
 
-def remap_excludes(patterns: list[str], layer: int) -> list[str]:
+def remap_excludes(patterns: list[str], layer: int, prefix: str | None = None) -> list[str]:
     """Add the draft-module spelling of every pattern that names layer N or all layers.
 
     The draft's modules are ``model.{eh_proj,enorm,hnorm,shared_head}`` and
     ``model.decoder.*`` (SGLang's NextN rename); ModelOpt's excludes use checkpoint
     names, and GLM's NextN class has no weight-name mapper to translate them.
     """
-    ckpt = f"model.layers.{layer}"
+    ckpt = prefix or layer_prefix(layer)
+    every = ckpt[:len(ckpt) - len(str(layer))] + "*."  # the all-layers glob of the same spelling
     out = list(patterns)
     for pattern in patterns:
         if pattern.startswith(f"{ckpt}."):
             rest = pattern[len(ckpt) + 1:]
-        elif pattern.startswith("model.layers.*."):
-            rest = pattern[len("model.layers.*."):]
+        elif pattern.startswith(every):
+            rest = pattern[len(every):]
         elif pattern == f"{ckpt}*":
             rest = "*"
         else:
@@ -135,17 +173,17 @@ def remap_excludes(patterns: list[str], layer: int) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def nvfp4_draft_config(target_config: Any, layer: int) -> Any:
+def nvfp4_draft_config(target_config: Any, layer: int, prefix: str | None = None) -> Any:
     draft = copy.copy(target_config)
-    draft.exclude_modules = remap_excludes(list(target_config.exclude_modules or []), layer)
+    draft.exclude_modules = remap_excludes(list(target_config.exclude_modules or []), layer, prefix)
     _shield_from_override(draft)
     return draft
 
 
 def _shield_from_override(config: Any) -> None:
-    """Hide the name ``modelopt_fp4`` from exactly one reader: ``DeepseekModelNextN.__init__``.
+    """Hide the name ``modelopt_fp4`` from exactly the NextN model constructors (``targets.NVFP4_OVERRIDERS``).
 
-    That constructor nulls any config named ``modelopt_fp4`` before building the
+    Each of them (``DeepseekModelNextN``, ``Glm4MoeModelNextN``, ...) nulls any config named ``modelopt_fp4`` before building the
     decoder. Every other reader (FusedMoE, linear methods, enable_nextn_moe_bf16_cast_to_fp8)
     runs in its own frame and still sees the real name, so quant-method selection is
     untouched; the constructor's other name test (``== "quark"``) stays False as it
@@ -154,10 +192,8 @@ def _shield_from_override(config: Any) -> None:
     rebuilding the decoder afterwards allocates the BF16 MoE first. Checked against the
     real constructor by tests/test_plugin_draft.py (NVFP4 draft, and stock SGLang failing).
     """
-    from sglang.srt.models.deepseek_nextn import DeepseekModelNextN
-
-    init = DeepseekModelNextN.__init__
-    codes = {getattr(fn, "__code__", None) for fn in _unwrap_chain(init)}
+    codes = {getattr(fn, "__code__", None) for init in _overriders() for fn in _unwrap_chain(init)}
+    codes.discard(None)
     real_get_name = config.get_name
 
     def get_name() -> str:
@@ -167,6 +203,17 @@ def _shield_from_override(config: Any) -> None:
 
     config.get_name = get_name
     config._glm_mtp_nvfp4_draft = True
+
+
+def _overriders() -> list[Any]:
+    """The overriding constructors of the modules already imported (the draft being built imported its own)."""
+    found = []
+    for target in NVFP4_OVERRIDERS:
+        module_name, class_name, attribute = target.rsplit(".", 2)
+        owner = getattr(sys.modules.get(module_name), class_name, None)
+        if owner is not None:
+            found.append(getattr(owner, attribute))
+    return found
 
 
 def _unwrap_chain(fn: Any) -> list[Any]:

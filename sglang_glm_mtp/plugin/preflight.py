@@ -104,7 +104,7 @@ def _judge(draft_path: str, revision: str | None) -> PreflightResult | None:
             return None
     if report.status in ("ready", "not-applicable"):
         logger.info("glm_mtp: draft layer %s of %s is %s: %d/%d tensors, %s, in %s",
-                    report.draft_layer, report.checkpoint, report.status, report.found_tensors,
+                    report.draft_prefix or report.draft_layer, report.checkpoint, report.status, report.found_tensors,
                     report.expected_tensors, report.draft_precision, ", ".join(report.draft_shards) or "-")
         for problem in report.problems:
             logger.warning("glm_mtp: %s: %s", problem.code, problem.message)
@@ -120,7 +120,7 @@ def inspect_draft(source: CheckpointSource) -> InspectionReport:
 
 
 def format_refusal(report: InspectionReport) -> str:
-    layer = f"model.layers.{report.draft_layer}"
+    layer = report.draft_prefix or f"layer {report.draft_layer}"  # families.py spells it (model.language_model.…)
     missing = len(report.missing)
     if report.status == "missing":
         head = (f"glm_mtp: the NextN/MTP draft layer {layer} is missing from {report.checkpoint}: "

@@ -41,12 +41,9 @@ def speculative_step(server_args: Any, previous: Callable[[Any], None]) -> None:
 
         verify_strict()
     view = resolving_view(server_args)
-    if view.speculative_algorithm != "EAGLE":
+    draft_path, draft_revision = _draft_source(view)
+    if view.speculative_algorithm != "EAGLE" or not draft_path:
         return
-    # SGLang fills in the draft path only for some MTP architectures (e.g. not GLM-5.3-Flash); without one the
-    # draft loads from the target checkpoint (model_config.py), so that is what the preflight judges.
-    draft_path = view.speculative_draft_model_path or view.model_path
-    draft_revision = view.speculative_draft_model_revision if view.speculative_draft_model_path else view.revision
     architecture = _architecture(model_config_of(server_args).hf_config)
     state = state_of(server_args)
     state["architecture"] = architecture
@@ -76,6 +73,14 @@ def _architecture(hf_config: Any) -> str:
     """config.json's first architecture; "" for anything malformed (SGLang judges its own inputs)."""
     archs = getattr(hf_config, "architectures", None)
     return archs[0] if isinstance(archs, (list, tuple)) and archs and isinstance(archs[0], str) else ""
+
+
+def _draft_source(view: Any) -> tuple[str | None, str | None]:
+    """Where the draft loads from. SGLang fills in no draft path for some families (GLM-5.3-Flash, GLM-OCR);
+    the draft then loads from the target (``model_config.py``), so the preflight judges ``--model-path``."""
+    if view.speculative_draft_model_path:
+        return view.speculative_draft_model_path, view.speculative_draft_model_revision
+    return view.model_path, getattr(view, "revision", None)
 
 
 def decide_runner(server_args: Any, view: Any, result: PreflightResult | None) -> RunnerDecision:

@@ -21,7 +21,7 @@ class PluginStrictModeError(ValueError):
 
 
 def verify_strict() -> None:
-    from .registration import EAGER_TARGETS, LAZY_TARGETS, REQUIRED_ATTRIBUTES
+    from .targets import EAGER_TARGETS, LAZY_TARGETS, REQUIRED_ATTRIBUTES
 
     installed = {ep.name for ep in importlib.metadata.entry_points(group="sglang.srt.plugins")}
     absent = [name for name in settings.enabled_plugins() if name not in installed]

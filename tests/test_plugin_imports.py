@@ -1,0 +1,58 @@
+"""The plugin's modules import each other without a cycle (issue 13): hook targets live in ``targets.py``.
+
+Static: reads the imports of every ``sglang_glm_mtp/plugin/*.py`` (module level and inside
+functions, where the plugin defers SGLang-heavy imports) and walks the graph.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import sglang_glm_mtp.plugin as plugin
+
+PLUGIN_DIR = Path(plugin.__file__).parent
+
+
+def _plugin_imports(path: Path) -> set[str]:
+    """Sibling plugin modules a file imports (``from .x import``, ``from . import x``)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            if node.module:
+                names.add(node.module.split(".")[0])
+            else:
+                names.update(alias.name for alias in node.names)
+    return names
+
+
+def _graph() -> dict[str, set[str]]:
+    modules = {p.stem for p in PLUGIN_DIR.glob("*.py") if p.stem != "__init__"}
+    return {m: _plugin_imports(PLUGIN_DIR / f"{m}.py") & modules for m in modules}
+
+
+def test_no_import_cycle_between_plugin_modules() -> None:
+    graph = _graph()
+    state: dict[str, int] = {}
+    cycle: list[str] = []
+
+    def visit(node: str, path: list[str]) -> bool:
+        state[node] = 1
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                cycle.extend(path[path.index(nxt):] + [node, nxt] if nxt in path else [node, nxt])
+                return True
+            if state.get(nxt) is None and visit(nxt, path + [node]):
+                return True
+        state[node] = 2
+        return False
+
+    assert not any(visit(m, []) for m in sorted(graph) if state.get(m) is None), f"import cycle: {cycle}"
+
+
+def test_targets_is_a_leaf_that_the_others_read() -> None:
+    graph = _graph()
+    assert graph["targets"] == set(), "targets.py is data only"
+    readers = {m for m, deps in graph.items() if "targets" in deps}
+    assert {"registration", "strict", "canary", "draft_precision"} <= readers
+    assert not any("registration" in deps for deps in graph.values()), "nothing imports registration back"
