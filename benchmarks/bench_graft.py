@@ -79,7 +79,7 @@ def build(work: Path, experts: int) -> tuple[Path, Path, int]:
         synthetic.write_checkpoint(target, target_cfg, synthetic.model_specs(cfg, "nvfp4", with_draft=False),
                                    num_shards=2)
     index = json.loads((source / "model.safetensors.index.json").read_text())
-    from sglang_glm_mtp.checkpoint import inspect
+    from sglang_glm_mtp.checkpoint import inspect_checkpoint as inspect
 
     report = inspect(str(source))
     assert report.status == "ready", report.problems

@@ -82,6 +82,11 @@ def plan_extract(source: str | CheckpointSource, out: str | Path, *, endpoint: s
     report, family = source_report(src)
     layer = report.draft_layer
     assert layer is not None
+    if family.config_section is not None:
+        # SGLang 0.5.23 builds these drafts from the target checkpoint only (it fills in no draft path for them),
+        # and a standalone export would have to rewrite the nested config SGLang's draft rewrite reads.
+        raise UsageError(f"extract does not support {family.name} ({report.architecture}): SGLang loads its draft "
+                         f"from the target checkpoint itself; use graft --from {src.display} --into TARGET instead")
     renamed = (layer_prefix(family, layer), layer_prefix(family, 0))
     copies, skipped = source_copies(report, rename=renamed, skip=SKIPPED)
     files = src.list_files()

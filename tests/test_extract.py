@@ -11,7 +11,7 @@ from fake_hub import FakeHub
 from graft_helpers import INDEX, load_with_safetensors, snapshot, tensor_bytes
 from sglang_glm_mtp import synthetic
 from sglang_glm_mtp.graft import write as graft_write
-from sglang_glm_mtp.checkpoint import inspect
+from sglang_glm_mtp.checkpoint import inspect_checkpoint as inspect
 from sglang_glm_mtp.cli import main
 from sglang_glm_mtp.extract import NEXTN_FILE, plan_extract, standalone_config
 from sglang_glm_mtp.graft import execute

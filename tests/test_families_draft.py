@@ -21,7 +21,7 @@ from typing import Any, Callable
 import pytest
 
 from sglang_glm_mtp import synthetic
-from sglang_glm_mtp.checkpoint.inspect import inspect
+from sglang_glm_mtp.checkpoint import inspect_checkpoint as inspect
 
 from sglang_mode import PLUGIN_ACTIVE, run_scenario
 

@@ -12,7 +12,7 @@ import pytest
 
 from sglang_glm_mtp import synthetic
 from sglang_glm_mtp.checkpoint.families import Config, family_for, family_for_draft_class
-from sglang_glm_mtp.checkpoint.inspect import inspect
+from sglang_glm_mtp.checkpoint import inspect_checkpoint as inspect
 
 NEW = {"glm4.7-flash": ("Glm4MoeLiteForCausalLM", "model.layers.4"),
        "glm5.3-flash": ("Glm5NextForConditionalGeneration", "model.language_model.layers.4"),

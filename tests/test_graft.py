@@ -11,7 +11,7 @@ import pytest
 from fake_hub import FakeHub
 from graft_helpers import INDEX, index_of, load_with_safetensors, snapshot, tensor_bytes
 from sglang_glm_mtp import synthetic
-from sglang_glm_mtp.checkpoint import inspect
+from sglang_glm_mtp.checkpoint import inspect_checkpoint as inspect
 from sglang_glm_mtp.checkpoint.writer import atomic_write_json
 from sglang_glm_mtp.cli import main
 from sglang_glm_mtp.errors import UsageError
@@ -410,3 +410,26 @@ def test_graft_and_extract_output_is_aligned(glm_pair: synthetic.SyntheticPair, 
     _assert_aligned(capsys.readouterr().out)
     assert main(["extract", "--from", str(glm_pair.original), "--out", str(tmp_path / "x")]) == 0
     _assert_aligned(capsys.readouterr().out)
+
+
+@pytest.mark.parametrize("family", ["glm4.7-flash", "glm5.3-flash", "glm-ocr"])
+def test_graft_on_every_glm_family(tmp_path: Path, family: str) -> None:
+    """The draft is written under the family's own prefix (model.language_model.layers.N for the wrappers)."""
+    original = synthetic.tiny_bf16(tmp_path / "orig", family)
+    target = synthetic.tiny_bf16(tmp_path / "target", family, with_draft=False)
+    assert inspect(str(target)).status == "missing"
+    assert main(["graft", "--from", str(original), "--into", str(target)]) == 0
+    report = inspect(str(target))
+    assert report.status == "ready", report.problems
+    assert report.found_tensors == inspect(str(original)).found_tensors
+    assert all(name.startswith(report.draft_prefix + ".") for name in report.missing + list(report.locations))
+
+
+@pytest.mark.parametrize("family", ["glm5.3-flash", "glm-ocr"])
+def test_extract_refuses_drafts_sglang_loads_only_from_the_target(tmp_path: Path, family: str,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    original = synthetic.tiny_bf16(tmp_path / "orig", family)
+    assert main(["extract", "--from", str(original), "--out", str(tmp_path / "draft")]) == 2
+    err = capsys.readouterr().err
+    assert "extract does not support" in err and "use graft" in err and err.count("\n") == 1
+    assert not (tmp_path / "draft").exists() or not any((tmp_path / "draft").iterdir())

@@ -23,7 +23,7 @@ from sglang_glm_mtp import synthetic
 from sglang_glm_mtp.graft import commit as graft_commit
 from sglang_glm_mtp.graft import run as graft_run
 from sglang_glm_mtp.graft import checksum, copying, readers, records, space
-from sglang_glm_mtp.checkpoint import inspect
+from sglang_glm_mtp.checkpoint import inspect_checkpoint as inspect
 from sglang_glm_mtp.cli import main
 from sglang_glm_mtp.errors import GraftError
 from sglang_glm_mtp.graft import execute, plan_graft

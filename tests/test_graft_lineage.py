@@ -15,7 +15,7 @@ import pytest
 from fake_hub import FakeHub
 from graft_helpers import snapshot, tensor_bytes
 from sglang_glm_mtp import synthetic
-from sglang_glm_mtp.checkpoint import inspect
+from sglang_glm_mtp.checkpoint import inspect_checkpoint as inspect
 from sglang_glm_mtp.checkpoint.safetensors_format import TensorSpec
 from sglang_glm_mtp.checkpoint.source import HubCheckpoint, LocalCheckpoint
 from sglang_glm_mtp.cli import main

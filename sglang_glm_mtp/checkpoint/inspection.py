@@ -185,6 +185,7 @@ class _Inspection:
             return report
 
         report.draft_layer = layer
+        report.nextn_layers = family.nextn_layers(cfg)
         report.standalone_draft = family.is_standalone_draft(cfg)
         located = self._locate_draft(files, scan, prefixes, family, index)
         prefix = _chosen_prefix(prefixes, located)  # the family's spelling this checkpoint uses
@@ -406,7 +407,7 @@ class _Inspection:
 
         if not found:
             self.problem("draft-layer-missing",
-                         f"config.json declares {report.config.get('num_nextn_predict_layers')} NextN layer(s) but "
+                         f"config.json declares {report.nextn_layers} NextN layer(s) but "
                          f"the checkpoint holds no {prefix}* tensors that SGLang would load "
                          f"(0 of {report.expected_tensors}); SGLang 0.5.23 would serve drafts from "
                          "uninitialised memory without an error")

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Literal, Mapping
 
+from .families import layer_prefix
 from .precision import Precision
 
 QuantSource = Literal["config.json", "hf_quant_config.json", "none"]
@@ -204,4 +205,4 @@ def is_layer_excluded(prefix: str, patterns: tuple[str, ...] | list[str]) -> boo
 
 def draft_exclude_pattern(layer: int) -> str:
     """The pattern graft adds (and the published overlays use) to keep the draft BF16."""
-    return f"model.layers.{layer}*"
+    return layer_prefix(layer) + "*"

@@ -66,6 +66,8 @@ class InspectionReport:
     draft_layer: int | None
     #: where the draft layer's tensors live, e.g. ``model.layers.78`` (families.py decides; no trailing dot)
     draft_prefix: str | None = None
+    #: NextN layers SGLang builds for this config (GLM-5.3-Flash: forced to 1, read under text_config)
+    nextn_layers: int = 0
     expected_tensors: int = 0
     found_tensors: int = 0
     missing: list[str] = field(default_factory=list)

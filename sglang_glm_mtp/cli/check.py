@@ -22,7 +22,7 @@ def format_report(report: InspectionReport) -> str:
     else:
         shards = ", ".join(report.draft_shards) if report.draft_shards else "none"
         lines += [
-            f"draft layer:  model.layers.{report.draft_layer}"
+            f"draft layer:  {report.draft_prefix}"
             + (" (standalone draft checkpoint)" if report.standalone_draft else ""),
             f"  tensors:    {count(report.found_tensors)} found / {count(report.expected_tensors)} expected"
             + (f", {count(len(report.missing))} missing" if report.missing else ""),

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from ..checkpoint import families
 from ..checkpoint.families import ModelFamily, family_for
 from ..checkpoint.report import Problem
 from ..checkpoint.source import CheckpointSource
@@ -37,12 +38,8 @@ Origin = Literal["source", "target"]
 
 
 def layer_prefix(family: ModelFamily | None, layer: int) -> str:
-    """``model.layers.N.``: the one place graft and extract spell a layer's tensor prefix.
-
-    A family that stores its layers elsewhere (e.g. ``model.language_model.layers.N``)
-    changes this line only.
-    """
-    return f"model.layers.{layer}."
+    """The layer's tensor prefix with its trailing dot, as the family spells it (its first accepted prefix)."""
+    return family.prefixes_for_layer(layer)[0] if family is not None else families.layer_prefix(layer) + "."
 
 
 def partial_path(dest: Path, name: str) -> Path:
