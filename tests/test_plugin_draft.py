@@ -365,6 +365,8 @@ def prec(ckpt: dict[str, Path]) -> dict[str, Any]:
         {"name": "nvfp4_draft_no_preflight_state", "model": nvfp4, "argv": FP4, "drop_preflight_state": True,
          **blackwell},
         {"name": "bf16_in_fp8_target", "model": str(ckpt["bf16_in_fp8_target"]), "argv": TRITON, **blackwell},
+        {"name": "bf16_in_fp8_target_explicit", "model": str(ckpt["bf16_in_fp8_target"]),
+         "argv": TRITON + ["--speculative-draft-model-quantization", "fp8"], **blackwell},
         {"name": "bf16_in_fp8_target_stock", "model": str(ckpt["bf16_in_fp8_target"]), "argv": TRITON,
          "stock_quant_config": True, **blackwell},
     ]
@@ -561,3 +563,13 @@ def test_draft_quant_config_per_target_and_draft_storage(prec: dict[str, Any], k
         assert decision["block"] == [128, 128]
     if errors:
         assert "is stored NVFP4 but the target is" in decision["errors"][0]
+
+
+@plugin_only
+def test_explicit_draft_quantization_is_left_to_sglang(prec: dict[str, Any]) -> None:
+    """``--speculative-draft-model-quantization fp8`` on the BF16 layer of an FP8 release: the plugin, which builds
+    that layer unquantized when nothing is said (``bf16_in_fp8_target``), leaves the user's choice to SGLang, which
+    then fails exactly as stock SGLang does (``bf16_in_fp8_target_stock``)."""
+    case = prec["cases"]["bf16_in_fp8_target_explicit"]
+    assert not case["ok"] and "Downcasting not allowed" in case["error"], case
+    assert prec["cases"]["bf16_in_fp8_target"]["ok"]

@@ -51,7 +51,8 @@ def draft_storage(config: Any) -> tuple[str | None, str]:
     """(precision, evidence) of the draft layer, from the preflight state or a fresh header read."""
     from sglang.srt.runtime_context import get_spec
 
-    from .preflight import open_draft_source
+    from .draft_source import open_draft_source
+    from .preflight import inspect_draft
     from .resolution import STATE_ATTR
 
     state = _published_state(STATE_ATTR)
@@ -66,12 +67,13 @@ def draft_storage(config: Any) -> tuple[str | None, str]:
         from sglang.srt.runtime_context import get_model
 
         path, revision = get_model().model_path, get_model().revision
-    source = open_draft_source(path, revision) if path else None
-    if source is None:
-        return None, "draft checkpoint not readable before load"
-    from ..checkpoint.inspection import inspect_checkpoint as inspect
-
-    report = inspect(source)
+    found = open_draft_source(path, revision) if path else None
+    if found is None or found.source is None:
+        return None, f"draft checkpoint not readable before load ({found.why if found else 'no path'})"
+    try:
+        report = inspect_draft(found.source)
+    except Exception as exc:  # unreadable or malformed: SGLang's own quant config stands, coverage still judges
+        return None, f"draft checkpoint unreadable ({type(exc).__name__}: {exc})"
     where = report.draft_prefix or layer_prefix(report.draft_layer)
     return report.draft_precision, f"{report.found_tensors} tensors of {where} in " \
                                    f"{', '.join(report.draft_shards) or 'no shard'}"
@@ -84,6 +86,20 @@ def _published_state(attr: str) -> dict[str, Any] | None:
         return getattr(get_context().server_args, attr, None)
     except Exception:  # not published (unit tests building the model directly)
         return None
+
+
+def _explicit_draft_quantization() -> str | None:
+    """The user's own ``--speculative-draft-model-quantization`` (SGLang records whether it was given), else None."""
+    try:
+        from sglang.srt.arg_groups.overrides import resolved_view
+        from sglang.srt.runtime_context import get_context
+
+        view = resolved_view(get_context().server_args)
+    except Exception:  # nothing published (a draft built outside a scheduler): nothing was given
+        return None
+    if not getattr(view, "_speculative_draft_quantization_explicitly_set", False):
+        return None
+    return view.speculative_draft_model_quantization or "unquant"
 
 
 def resolve_nextn_quant_config(original_fn: Callable[..., Any], model: Any, config: Any, quant_config: Any) -> Any:
@@ -115,6 +131,11 @@ def draft_quant_config(resolved: Any, config: Any, class_names: list[str] | None
     """The config to build the draft with, given what SGLang resolved and what the checkpoint stores."""
     if resolved is None or resolved.get_name() not in ("modelopt_fp4", "fp8", "modelopt_fp8"):
         return resolved  # BF16 target, Quark handled upstream, or a method we do not second-guess
+    explicit = _explicit_draft_quantization()
+    if explicit is not None:
+        _log_once("glm_mtp: --speculative-draft-model-quantization %s was given; the draft's quant config (%s) is "
+                  "left as SGLang resolved it", explicit, resolved.get_name())
+        return resolved
     precision, evidence = draft_storage(config)
     layer, name = _draft_layer_name(config, class_names or [])
     target = resolved.get_name()
