@@ -310,6 +310,8 @@ class SyntheticPair:
 TINY_CONFIGS: dict[str, Callable[..., dict[str, Any]]] = {
     "glm5": tiny_glm52_config, "deepseek-v3": tiny_deepseek_v3_config, "glm4.5": tiny_glm45_config,
     "glm4.7-flash": tiny_glm47_flash_config, "glm5.3-flash": tiny_glm53_flash_config, "glm-ocr": tiny_glm_ocr_config}
+#: Families ``tiny_pair`` builds as a BF16 original plus an NVFP4 target (the others: ``tiny_bf16``).
+NVFP4_PAIR_FAMILIES = ("glm5", "deepseek-v3", "glm4.5")
 #: The real release each tiny original stands in for; the tiny target's config.json names it in
 #: ``_name_or_path``, as a conversion made with ``from_pretrained(<id>)`` does (check's remedy reads it).
 TINY_STANDS_IN_FOR = {"glm5": "zai-org/GLM-5.2", "deepseek-v3": "deepseek-ai/DeepSeek-V3", "glm4.5": "zai-org/GLM-4.7"}

@@ -226,3 +226,14 @@ def test_module_entry_point_and_lazy_imports(target: Path) -> None:
             "if m in sys.modules]\nprint('HEAVY', heavy, 'RC', rc)")
     proc = subprocess.run([sys.executable, "-c", code, str(target)], capture_output=True, text=True, timeout=120)
     assert "HEAVY [] RC 0" in proc.stdout, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("family", sorted(set(synthetic.TINY_CONFIGS) - set(synthetic.NVFP4_PAIR_FAMILIES)))
+def test_synth_every_family_gives_a_pair_that_graft_repairs(tmp_path: Path, family: str,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["synth", str(tmp_path / "pair"), "--family", family]) == 0
+    out = capsys.readouterr().out
+    original, target = (line.split()[1] for line in out.splitlines()[:2])
+    assert main(["check", target]) == 1
+    assert main(["graft", "--from", original, "--into", target]) == 0
+    assert main(["check", target]) == 0

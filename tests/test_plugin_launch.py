@@ -82,10 +82,13 @@ MALFORMED = {
     "exclude_null": ("hf_quant_config.json", lambda d: d["quantization"]["exclude_modules"].append(None)),
     "exclude_bad_regex": ("hf_quant_config.json",
                           lambda d: d["quantization"]["exclude_modules"].append("model.layers.[bad")),
+    # a corrupt size: rejected at once as unreadable, never minutes spent listing a billion experts
+    "absurd_experts": ("config.json", lambda d: d.__setitem__("n_routed_experts", 1_000_000_000)),
 }
 #: What the one warning names for each.
 MALFORMED_NAMED = {"index_metadata_list": "metadata", "index_weight_map_list": "weight_map",
-                   "exclude_null": "exclude_modules", "exclude_bad_regex": "model.layers.[bad"}
+                   "exclude_null": "exclude_modules", "exclude_bad_regex": "model.layers.[bad",
+                   "absurd_experts": "n_routed_experts"}
 #: Files SGLang itself refuses: the error must be SGLang's, never one raised from the plugin.
 REFUSED_BY_SGLANG = {
     "architectures_int": ("config.json", lambda d: d.__setitem__("architectures", 5)),

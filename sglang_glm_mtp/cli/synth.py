@@ -28,10 +28,14 @@ def _synth(args: argparse.Namespace) -> int:
         target = synthetic.make_variant(workdir, args.defect)
         original = workdir / "original-bf16"
         what = f"tiny NVFP4 target whose only defect is {args.defect}"
-    else:
+    elif args.family in synthetic.NVFP4_PAIR_FAMILIES:
         pair = synthetic.tiny_pair(workdir, family=args.family)
         original, target = pair.original, pair.target
         what = "tiny NVFP4 target without its MTP draft layer"
+    else:  # the families built from transformers' config classes have BF16 tiny checkpoints only
+        original = synthetic.tiny_bf16(workdir / "original-bf16", args.family)
+        target = synthetic.tiny_bf16(workdir / "target-bf16", args.family, with_draft=False)
+        what = "tiny BF16 target without its MTP draft layer"
     out(f"original: {original}  (tiny BF16 {args.family} release with its MTP draft layer)")
     out(f"target:   {target}  ({what})")
     out("try:")
