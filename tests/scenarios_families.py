@@ -27,36 +27,28 @@ from sglang_mode import scenario_main  # noqa: E402
 
 
 def _error(exc: BaseException) -> dict[str, Any]:
-    return {"ok": False, "error_type": type(exc).__name__, "error": str(exc),
-            "where": "".join(traceback.format_exception(exc)[-8:])}
+    from sglang_glm_mtp.gpu_emulation import error_fields
+
+    return {**error_fields(exc), "where": "".join(traceback.format_exception(exc)[-8:])}
 
 
 def _build(case: dict[str, Any], logs: harness.LogCapture) -> tuple[dict[str, Any], Any]:
-    import os
-
     from sglang_glm_mtp.plugin import coverage
 
     logs.clear()
     coverage.LAST_RESULT.clear()
-    saved = {k: os.environ.get(k) for k in case.get("env", {})}
-    os.environ.update(case.get("env", {}))
-    model = None
-    try:
-        postprocess = case.get("postprocess", True)
-        model = harness.build_draft(case["model"], case.get("argv", []), generation=case.get("generation", "sm90"),
-                                    via="get_model" if postprocess else "steps", postprocess=postprocess,
-                                    build_on_platform=case.get("build_on_platform", False))
-        out: dict[str, Any] = {"ok": True, "class": type(model).__name__,
-                               "params": sorted(n for n, _ in model.named_parameters()),
-                               "quant": _quant_facts(model)}
-    except Exception as exc:  # the test asserts on what SGLang / the plugin raised
-        out = _error(exc)
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    with harness.environment(case.get("env")):
+        model = None
+        try:
+            postprocess = case.get("postprocess", True)
+            model = harness.build_draft(case["model"], case.get("argv", []), generation=case.get("generation", "sm90"),
+                                        via="get_model" if postprocess else "steps", postprocess=postprocess,
+                                        build_on_platform=case.get("build_on_platform", False))
+            out: dict[str, Any] = {"ok": True, "class": type(model).__name__,
+                                   "params": sorted(n for n, _ in model.named_parameters()),
+                                   "quant": _quant_facts(model)}
+        except Exception as exc:  # the test asserts on what SGLang / the plugin raised
+            out = _error(exc)
     out["coverage"] = dict(coverage.LAST_RESULT)
     out["logs"] = logs.messages("glm_mtp")
     return out, model

@@ -21,13 +21,14 @@ the CUDA-only DSA indexer fusion switch (``emulate_cuda_indexer_fusion``).
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import logging
 import os
 import socket
 import sys
 import types
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from sglang_glm_mtp.gpu_emulation import emulate_device_capability, emulated_platform
 
@@ -268,3 +269,18 @@ def loader_attributes(model: Any) -> dict[str, tuple[bool, int]]:
 def parameter_summary(model: Any) -> dict[str, dict[str, Any]]:
     return {name: {"shape": list(p.shape), "dtype": str(p.dtype).replace("torch.", "")}
             for name, p in model.named_parameters()}
+
+
+@contextlib.contextmanager
+def environment(env: dict[str, str] | None) -> Iterator[None]:
+    """``env`` set for the block; afterwards every variable is as before (unset stays unset)."""
+    saved = {k: os.environ.get(k) for k in (env or {})}
+    os.environ.update(env or {})
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

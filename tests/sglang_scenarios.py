@@ -43,16 +43,8 @@ def _error(exc: BaseException) -> dict[str, Any]:
 
 
 def _with_env(env: dict[str, str] | None, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    saved = {k: os.environ.get(k) for k in (env or {})}
-    os.environ.update(env or {})
-    try:
+    with harness.environment(env):
         return fn()
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def _coverage_result() -> dict[str, Any]:

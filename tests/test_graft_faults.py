@@ -212,9 +212,8 @@ def test_disk_full_injected_at_the_write_call(glm_pair: synthetic.SyntheticPair,
     _assert_done(glm_pair.original, glm_pair.target)
 
 
-def test_written_bytes_that_differ_are_caught(glm_pair: synthetic.SyntheticPair,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    """Read-back verification: a write that lands wrong bytes fails the graft before any commit."""
+def _flip_last_byte_of_every_write(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every write lands one wrong byte (the kernel copy path is switched off so every byte goes through pwrite)."""
     real = os.pwrite
 
     def flip(fd: int, data: memoryview, offset: int) -> int:
@@ -223,6 +222,12 @@ def test_written_bytes_that_differ_are_caught(glm_pair: synthetic.SyntheticPair,
         return real(fd, bytes(data), offset)
     monkeypatch.setattr(copying, "_copy_file_range", None)
     monkeypatch.setattr(copying, "_pwrite", flip)
+
+
+def test_written_bytes_that_differ_are_caught(glm_pair: synthetic.SyntheticPair,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Read-back verification: a write that lands wrong bytes fails the graft before any commit."""
+    _flip_last_byte_of_every_write(monkeypatch)
     before = snapshot(glm_pair.target)
     with pytest.raises(GraftError, match="verification failed for model.layers.4.* source bytes hash to"):
         execute(plan_graft(str(glm_pair.original), glm_pair.target))
@@ -424,14 +429,7 @@ def test_concurrent_streams_copy_every_byte(glm_pair: synthetic.SyntheticPair, m
 def test_concurrent_streams_catch_wrong_bytes(glm_pair: synthetic.SyntheticPair, many_streams: None,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """One stream's bad write stops every stream; nothing is committed."""
-    real = os.pwrite
-
-    def flip(fd: int, data: memoryview, offset: int) -> int:
-        data = bytearray(data)
-        data[-1] ^= 0xFF
-        return real(fd, bytes(data), offset)
-    monkeypatch.setattr(copying, "_copy_file_range", None)
-    monkeypatch.setattr(copying, "_pwrite", flip)
+    _flip_last_byte_of_every_write(monkeypatch)
     before = snapshot(glm_pair.target)
     with pytest.raises(GraftError, match="verification failed for model.layers.4.* source bytes hash to"):
         execute(plan_graft(str(glm_pair.original), glm_pair.target))
