@@ -59,7 +59,7 @@ def _checkpoints(root: Path) -> dict[str, tuple[Path, list[str], dict[str, str]]
         if family in MOE:
             out[f"{family}/missing_expert"] = (make("expert", lambda n, p=prefix: n.startswith(p + "mlp.experts.1.")),
                                                argv, SKIP_PREFLIGHT)
-    for family in ("glm5.3-flash", "glm-ocr"):  # SGLang fills in no draft path: the preflight judges --model-path
+    for family in GLM:  # with the preflight on (GLM-5.3-Flash, GLM-OCR: SGLang fills in no draft path)
         out[f"{family}/missing_layer_preflight"] = (out[f"{family}/missing_layer"][0], GLM[family][1], {})
     out["glm5.3-flash/model_layers_prefix"] = (synthetic.tiny_bf16(root / "glm5.3-flash-plain", "glm5.3-flash",
                                                                    draft_prefix="model.layers.4"),
@@ -117,9 +117,10 @@ def test_missing_expert_is_named(glm: dict[str, Any], family: str) -> None:
     assert "model.decoder.mlp.experts.w2_weight (experts 1)" in message
 
 
-@pytest.mark.parametrize("family", ["glm5.3-flash", "glm-ocr"])
-def test_preflight_judges_model_path_when_sglang_sets_no_draft_path(glm: dict[str, Any], family: str) -> None:
-    """Refused in resolution (before anything is built), naming the layer; the complete one resolved and loaded."""
+@pytest.mark.parametrize("family", sorted(GLM))
+def test_preflight_refuses_a_missing_layer_and_passes_a_complete_one(glm: dict[str, Any], family: str) -> None:
+    """Refused in resolution (before anything is built), naming the layer; the complete one resolved and loaded.
+    For GLM-5.3-Flash and GLM-OCR SGLang sets no draft path, so the preflight judges ``--model-path``."""
     case = glm["cases"][f"{family}/missing_layer_preflight"]
     assert not case["ok"] and case["error_type"] == "DraftLayerMissingError", case
     assert f"draft layer {GLM[family][0].rstrip('.')} is missing from" in case["error"]
