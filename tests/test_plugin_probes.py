@@ -27,8 +27,9 @@ def test_skip_switch_bypasses_the_whole_preflight(tmp_path: Path, monkeypatch: p
     monkeypatch.setenv(settings.SKIP_PREFLIGHT_ENV, "1")
     monkeypatch.setattr(preflight, "open_draft_source", lambda *a: pytest.fail("the skip switch must read nothing"))
     with caplog.at_level(logging.WARNING):
-        assert preflight.run_preflight(str(missing), None, GLM) is None
-    assert settings.SKIP_PREFLIGHT_ENV in caplog.text
+        result = preflight.run_preflight(str(missing), None, GLM)
+    assert result is not None and result.skipped and result.status == "skipped" and result.found_tensors == 0
+    assert f"{settings.SKIP_PREFLIGHT_ENV}=1, starting anyway" in caplog.text
 
 
 def test_preflight_turns_any_failure_into_one_warning(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

@@ -126,14 +126,15 @@ def test_sglang_counters_are_unchanged_by_the_hook(serving: dict[str, Any]) -> N
 
 def test_canary_defaults_catch_a_launch_that_skipped_the_preflight(serving: dict[str, Any]) -> None:
     section = serving["skipped_server_info"]
-    assert section["preflight"]["status"] == "missing" and section["preflight"]["skipped"]
+    assert section["preflight"]["status"] == "skipped" and section["preflight"]["skipped"]  # nothing was read
     before = serving["skipped_before_warmup"]
     assert before["logs"] == [] and before["snapshot"]["status"] == "warming-up" and before["snapshot"]["steps"] == 199
     after = serving["skipped_after_warmup"]
     assert [level for level, _ in after["logs"]] == ["ERROR"]
     message = after["logs"][0][1]
     assert "mean accept length 1.00 over the last 200 verify steps (threshold 1.20" in message
-    assert "skipped (SGLANG_GLM_MTP_SKIP_PREFLIGHT=1)" in message and "found the draft layer missing" in message
+    assert "the startup preflight was skipped (SGLANG_GLM_MTP_SKIP_PREFLIGHT=1)" in message
+    assert "never checked before launch" in message
     assert f"sglang-glm-mtp check {section['preflight']['checkpoint']}" in message
     assert after["snapshot"]["status"] == "tripped"
 

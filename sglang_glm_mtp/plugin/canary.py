@@ -215,8 +215,8 @@ def _startup_evidence() -> list[str]:
     state, _, _ = _published_facts()
     preflight = state.get("preflight") or {}
     if preflight.get("skipped"):
-        facts.append(f"the preflight found the draft layer {preflight.get('status')} and was skipped "
-                     f"({settings.SKIP_PREFLIGHT_ENV}=1)")
+        facts.append(f"the startup preflight was skipped ({settings.SKIP_PREFLIGHT_ENV}=1): the draft layer "
+                     "was never checked before launch")
     elif preflight:
         where = preflight.get("draft_prefix") or layer_prefix(preflight.get("draft_layer"))
         facts.append(f"draft layer {where} {preflight.get('status')}, "

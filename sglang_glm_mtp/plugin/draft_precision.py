@@ -57,7 +57,7 @@ def draft_storage(config: Any) -> tuple[str | None, str]:
 
     state = _published_state(STATE_ATTR)
     preflight = (state or {}).get("preflight")
-    if preflight:  # the main process already read these headers; same checkpoint, same answer
+    if preflight and not preflight.get("skipped"):  # the main process read these headers: same answer
         shards = ", ".join(preflight.get("draft_shards") or []) or "no shard"
         where = preflight.get("draft_prefix") or layer_prefix(preflight.get("draft_layer"))
         return preflight.get("draft_precision"), f"{preflight.get('found_tensors', 0)} tensors of {where} in {shards}"

@@ -50,10 +50,14 @@ class PreflightResult:
     skipped: bool = False
 
     @classmethod
-    def from_report(cls, report: InspectionReport, *, skipped: bool = False) -> "PreflightResult":
+    def from_report(cls, report: InspectionReport) -> "PreflightResult":
         return cls(report.checkpoint, report.status, report.architecture, report.draft_layer, report.found_tensors,
-                   report.expected_tensors, report.draft_precision, report.target_precision, report.draft_shards,
-                   skipped)
+                   report.expected_tensors, report.draft_precision, report.target_precision, report.draft_shards)
+
+    @classmethod
+    def not_run(cls, checkpoint: str, architecture: str) -> "PreflightResult":
+        """The skip switch was set: nothing was read, and server info and the canary say so."""
+        return cls(checkpoint, "skipped", architecture, None, 0, 0, None, None, [], skipped=True)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -65,12 +69,12 @@ def run_preflight(draft_path: str, revision: str | None, architecture: str) -> P
     Never raises anything but ``DraftCheckpointError``: a file the plugin cannot read or
     understand is a warning, and the post-load coverage check still verifies the draft.
     """
-    if settings.skip_preflight():
-        logger.warning("glm_mtp: %s=1: the startup preflight is skipped; the post-load coverage check still "
-                       "verifies the draft", settings.SKIP_PREFLIGHT_ENV)
-        return None
     if family_for(architecture) is None:
         return None
+    if settings.skip_preflight():
+        logger.warning("glm_mtp: %s=1, starting anyway: the startup preflight is skipped (nothing read); the "
+                       "post-load coverage check still verifies the draft", settings.SKIP_PREFLIGHT_ENV)
+        return PreflightResult.not_run(draft_path, architecture)
     try:
         return _judge(draft_path, revision)
     except DraftCheckpointError:
