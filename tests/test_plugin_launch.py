@@ -58,7 +58,8 @@ def online(tiny: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> d
     with FakeHub({"org/repaired": tiny["missing"]}) as old:
         _cache("org/repaired", old, cache, None)  # the broken revision, fully downloaded
     repos = {"org/ready": tiny["ready"], "org/missing": tiny["missing"], "org/repaired": tiny["ready"]}
-    with FakeHub(repos) as hub:
+    # The repair is a new commit on main, as a push makes it.
+    with FakeHub(repos, revisions={"org/repaired": {"main": "5" * 40}}) as hub:
         cases = [{"name": "ready_cold", "model": "org/ready", "argv": NEXTN_FP4},
                  {"name": "missing_cold", "model": "org/missing", "argv": NEXTN_FP4},
                  {"name": "repaired_stale_cache", "model": "org/repaired", "argv": NEXTN_FP4}]
