@@ -291,8 +291,8 @@ def run_demo(workdir: Path | None = None, gpu: str = DEFAULT_GPU, *, with_sglang
     if not with_sglang:
         result.sglang_skipped = "skipped on request (--skip-sglang)"
     elif not sglang_available():
-        result.sglang_skipped = ("SGLang is not installed here; pip install 'sglang-glm-mtp[sglang]' to also see "
-                                 "SGLang refuse the broken checkpoint and accept the fixed one")
+        result.sglang_skipped = ("SGLang is not installed here; pip install '.[sglang]' in a checkout of sglang-glm-mtp "
+                                 "to also see SGLang refuse the broken checkpoint and accept the fixed one")
     resolver = None if result.sglang_skipped else SglangResolver(generation, workdir / SGLANG_LOG)
     session: SglangSession | None = None
     failure: str | None = None

@@ -296,7 +296,7 @@ def test_sglang_not_installed(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "sglang" else real(name, *a))
     assert main(["bench", "--base-url", "http://127.0.0.1:1", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "SGLang is not installed" in err and "sglang-glm-mtp[sglang]" in err
+    assert err.count("\n") == 1 and "SGLang is not installed" in err and "pip install '.[sglang]'" in err
 
 
 @pytest.mark.parametrize("row, message", [

@@ -76,7 +76,7 @@ def test_demo_without_sglang_skips_those_steps(tmp_path: Path, monkeypatch: pyte
     for _ in range(2):  # a second run in the same --workdir starts from fresh checkpoints
         assert cli.main(["demo", "--workdir", str(tmp_path)]) == 0
         out = capsys.readouterr().out
-        assert out.count("skipped: SGLang is not installed here; pip install 'sglang-glm-mtp[sglang]'") == 2
+        assert out.count("skipped: SGLang is not installed here; pip install '.[sglang]' in a checkout of sglang-glm-mtp") == 2
         _in_order(out, "status:       MISSING", "check:        READY", "status:       READY",
                   "every step behaved as expected.", "note: steps 3 and 6 (SGLang) SGLang is not installed")
     assert not (tmp_path / demo.SGLANG_LOG).exists()

@@ -30,7 +30,7 @@ def require_sglang() -> None:
 
     if importlib.util.find_spec("sglang") is None:
         raise SGLangMissing("SGLang is not installed in this Python; bench drives SGLang's own "
-                            "clients: pip install 'sglang-glm-mtp[sglang]'")
+                            "clients: pip install '.[sglang]' in a checkout of sglang-glm-mtp")
 
 
 def import_sglang(name: str) -> ModuleType:
@@ -42,7 +42,7 @@ def import_sglang(name: str) -> ModuleType:
             return importlib.import_module(name)
     except ImportError as exc:
         raise SGLangMissing(f"cannot import {name} ({exc}); bench needs SGLang 0.5.23: "
-                            "pip install 'sglang-glm-mtp[sglang]'") from None
+                            "pip install '.[sglang]' in a checkout of sglang-glm-mtp") from None
     finally:
         if sink.getvalue().strip():
             logger.debug("import %s said: %s", name, sink.getvalue().strip())

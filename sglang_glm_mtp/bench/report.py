@@ -174,7 +174,7 @@ def write_plots(report: BenchReport, out: Path) -> list[str]:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError:
-        report.notes.append("matplotlib is not installed, so no PNG plots: pip install 'sglang-glm-mtp[bench]'")
+        report.notes.append("matplotlib is not installed, so no PNG plots: pip install '.[bench]' in a checkout of sglang-glm-mtp")
         return []
     data = _series(report)
     xs = data["x"]

@@ -13,7 +13,7 @@ from typing import Any
 
 try:
     import orjson as _orjson
-except ImportError:  # optional: pip install "sglang-glm-mtp[fast]"
+except ImportError:  # optional: pip install '.[fast]' in a checkout
     _orjson = None
 
 
