@@ -21,7 +21,13 @@ from .jsonio import loads as json_loads
 
 logger = logging.getLogger(__name__)
 
-_HUB_ID = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.\-]*/[\w.\-]+)(?:@(?P<rev>[^\s]+))?$")
+_HUB_REPO = r"[A-Za-z0-9][\w.\-]*/[\w.\-]+"
+_HUB_ID = re.compile(rf"^(?P<repo>{_HUB_REPO})(?:@(?P<rev>[^\s]+))?$")
+
+
+def is_hub_repo_id(name: str) -> bool:
+    """``org/name`` as the Hub spells a repo id (no revision): the one rule for "is this a Hub id?"."""
+    return re.fullmatch(_HUB_REPO, name) is not None
 
 
 class CheckpointSource(Protocol):

@@ -23,8 +23,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..checkpoint import jsonio
 from ..checkpoint.files import CONFIG_FILE, INDEX_FILE
-from ..checkpoint.source import CheckpointSource, HubCheckpoint, LocalCheckpoint, resolve_cached_hub_snapshot
+from ..checkpoint.source import (CheckpointSource, HubCheckpoint, LocalCheckpoint, is_hub_repo_id,
+                                 resolve_cached_hub_snapshot)
 
 logger = logging.getLogger(__name__)
 
@@ -49,10 +51,6 @@ def hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def looks_like_hub_id(path: str) -> bool:
-    return "/" in path and not path.startswith((".", "/", "~")) and path.count("/") == 1
-
-
 def cache_holds_checkpoint(snapshot: Path) -> tuple[bool, str]:
     """(complete, why): does this snapshot folder hold config.json and every weight file the index names?
 
@@ -62,10 +60,8 @@ def cache_holds_checkpoint(snapshot: Path) -> tuple[bool, str]:
         return False, "no config.json in the cache"
     index_path = snapshot / INDEX_FILE
     if index_path.is_file():
-        import json
-
         try:
-            weight_map = json.loads(index_path.read_text(encoding="utf-8")).get("weight_map")
+            weight_map = jsonio.loads(index_path.read_bytes()).get("weight_map")
             shards = {str(v) for v in weight_map.values()}
         except Exception as exc:  # malformed index: the full inspection reports it, the cache proves nothing
             return False, f"the cached {INDEX_FILE} is unreadable ({type(exc).__name__})"
@@ -82,7 +78,7 @@ def open_draft_source(path: str, revision: str | None) -> DraftSource:
     """The copy of ``path`` (a local dir or a Hub id) whose verdict is what SGLang will load."""
     if os.path.isdir(path):
         return DraftSource(LocalCheckpoint(Path(path).resolve()), "local", "local directory")
-    if not looks_like_hub_id(path):
+    if not is_hub_repo_id(path):
         return DraftSource(None, "none", "not a local directory and not a Hub id")
     offline = hub_offline()
     snapshot = resolve_cached_hub_snapshot(path, revision)
