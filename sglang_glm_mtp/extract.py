@@ -17,13 +17,14 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .checkpoint.files import CONFIG_FILE, QUANT_FILE
 from .checkpoint.source import CheckpointSource, LocalCheckpoint
 from .checkpoint.writer import INDEX_FILE, index_document
 from .errors import GraftError, UsageError
 from .graft.checks import open_source, source_report
 from .graft.commit import finish_plan, interrupted_commit
 from .graft.plan import source_copies, source_identity
-from .graft.records import CONFIG_FILE, QUANT_FILE, ConfigEdit, GraftPlan, layer_prefix
+from .graft.records import ConfigEdit, GraftPlan, layer_prefix
 from .graft.shards import choose_names, merged_ranges
 from .graft.space import check_out_dir, finalize_space, small_files
 

@@ -10,7 +10,8 @@ from typing import Any
 from ..checkpoint.quant_config import draft_exclude_pattern, is_layer_excluded
 from ..errors import CheckpointUnreadable, GraftError
 from ..checkpoint.families import ModelFamily
-from .records import QUANT_FILE, layer_prefix
+from ..checkpoint.files import QUANT_FILE
+from .records import layer_prefix
 
 
 def quant_edits(target_dir: Path, cfg_doc: dict[str, Any], layer: int, draft_precision: str | None,

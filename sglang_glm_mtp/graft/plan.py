@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..checkpoint.families import ModelFamily, family_for
+from ..checkpoint.files import CONFIG_FILE, QUANT_FILE
 from ..checkpoint.inspection import inspect_checkpoint as inspect
 from ..checkpoint.report import InspectionReport
 from ..checkpoint.safetensors_format import read_header
@@ -25,7 +26,7 @@ from .checks import check_compatible, check_target_status, local_dir, open_sourc
 from .commit import aside_name, finish_plan, interrupted_commit
 from .configs import quant_edits, read_json_file
 from .lineage import OPT_OUT_FLAG, LineageReport, compare_lineage
-from .records import (BACKUP_SUFFIX, CONFIG_FILE, DEFAULT_MAX_SHARD_SIZE, QUANT_FILE, ConfigEdit, Displaced, GraftPlan,
+from .records import (BACKUP_SUFFIX, DEFAULT_MAX_SHARD_SIZE, ConfigEdit, Displaced, GraftPlan,
                       Mode, NewShard, TensorCopy, layer_prefix)
 from .shards import (TargetShard, choose_names, draft_shard_name, file_identity, merged_ranges, read_journal,
                      scan_target, split_like_hf)

@@ -14,7 +14,7 @@ from ..checkpoint import families
 from ..checkpoint.families import ModelFamily, family_for
 from ..checkpoint.report import Problem
 from ..checkpoint.source import CheckpointSource
-from ..checkpoint.files import CONFIG_FILE, INDEX_FILE, QUANT_FILE  # noqa: F401  (the graft stages import them from here)
+from ..checkpoint.files import INDEX_FILE
 
 
 #: Hugging Face's default shard size ("5GB" = 5 * 10**9 bytes).
