@@ -1,20 +1,36 @@
-"""JSON decoding for checkpoint files: orjson when installed (the ``fast`` extra), else the stdlib.
+"""JSON decoding for checkpoint files: the fastest decoder installed, always the stdlib's result.
 
-A GLM-5.2 index is ~22 MB; orjson decodes it about twice as fast as ``json``. Both
-raise ``ValueError`` subclasses on malformed input; the stdlib is retried on an orjson
-failure so that the few inputs only the stdlib accepts (``NaN``, integers beyond 64
-bits) are judged exactly as before.
+Two paths, both optional (the ``fast`` extra) with the stdlib as the fallback:
+
+* ``loads``: orjson when installed (about twice as fast as ``json``). The stdlib is retried
+  on an orjson failure, so the few inputs only the stdlib accepts (``NaN``, integers
+  beyond 64 bits) are judged exactly as before.
+* ``loads_index``: ``model.safetensors.index.json`` is the one big file (22 MB and 232k
+  entries for GLM-5.2), and most of decoding it is allocating 232k value strings that all
+  name one of a few dozen shards. msgspec decodes it against a schema whose weight_map
+  values are a ``Literal`` of the shard files on disk, so each value is one shared string
+  (msgspec ships no generic way to intern values; this is the supported one). The typed
+  decode accepts only what the generic decode returns unchanged (a valid, UTF-8 object
+  whose ``weight_map`` maps names to files that exist); anything else (a file not on disk,
+  a non-string value, a BOM, ``NaN``) fails it and falls back to ``loads``, so every
+  verdict, error message included, is the one the plain decode gives.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from functools import lru_cache
+from typing import Any, Iterable, Literal
 
 try:
     import orjson as _orjson
 except ImportError:  # optional: pip install '.[fast]' in a checkout
     _orjson = None
+
+try:
+    import msgspec as _msgspec
+except ImportError:  # optional as well (SGLang itself depends on it)
+    _msgspec = None
 
 
 def loads(data: bytes | str) -> Any:
@@ -28,6 +44,34 @@ def loads(data: bytes | str) -> Any:
         return json.loads(data)
     except RecursionError:
         raise ValueError("JSON nested too deeply") from None
+
+
+def loads_index(data: bytes, shard_files: Iterable[str]) -> Any:
+    """Decode a safetensors index whose shards are ``shard_files``; the same value ``loads`` returns.
+
+    The result keeps only the keys inspection and graft read (``weight_map``, and ``metadata``
+    when it is not null) when the fast path is taken; everything else comes from ``loads``.
+    """
+    names = tuple(sorted(set(shard_files)))
+    if _msgspec is not None and names:
+        try:
+            doc = _index_decoder(names).decode(data)
+        except (_msgspec.DecodeError, _msgspec.ValidationError, RecursionError):
+            pass  # not the plain shape, or malformed (or nested too deeply): the generic decoder returns or names it
+        else:
+            out: dict[str, Any] = {"weight_map": doc.weight_map}
+            if doc.metadata is not None:
+                out["metadata"] = doc.metadata
+            return out
+    return loads(data)
+
+
+@lru_cache(maxsize=8)
+def _index_decoder(shard_files: tuple[str, ...]) -> Any:
+    assert _msgspec is not None
+    shard = Literal[shard_files]  # type: ignore[valid-type]
+    index = _msgspec.defstruct("Index", [("weight_map", dict[str, shard]), ("metadata", Any, None)])
+    return _msgspec.json.Decoder(index)
 
 
 def backend() -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 from .precision import Precision
@@ -97,7 +97,29 @@ class InspectionReport:
         return [p for p in self.problems if p.severity == "error"]
 
     def to_json(self) -> dict[str, Any]:
-        doc = asdict(self)
-        doc.pop("locations")
-        doc.pop("config")
-        return {"schema_version": SCHEMA_VERSION, **doc}
+        # Field by field, not ``asdict(self)``: that deep-copies ``locations`` (one entry per draft tensor, 791 for
+        # GLM-5.2) only to drop it, and cost more than the rest of a ``check --json`` run after the index.
+        doc: dict[str, Any] = {"schema_version": SCHEMA_VERSION}
+        for item in fields(self):
+            if item.name in _NOT_SERIALISED:
+                continue
+            value = getattr(self, item.name)
+            if item.name == "problems":
+                value = [asdict(problem) for problem in value]
+            elif isinstance(value, (list, dict)):
+                value = _copy(value)
+            doc[item.name] = value
+        return doc
+
+
+#: ``InspectionReport`` fields that stay in the process (graft reads them); docs/check-json.md lists the rest.
+_NOT_SERIALISED = frozenset({"locations", "config"})
+
+
+def _copy(value: Any) -> Any:
+    """A copy of plain JSON data (lists, dicts, scalars), as ``asdict`` would return it."""
+    if isinstance(value, list):
+        return [_copy(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _copy(item) for key, item in value.items()}
+    return value

@@ -13,11 +13,13 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import Any, BinaryIO, Callable, Protocol
 from urllib.parse import quote
 
 from ..errors import CheckpointUnreadable
+from .files import INDEX_FILE
 from .jsonio import loads as json_loads
+from .jsonio import loads_index
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +57,9 @@ class CheckpointSource(Protocol):
 @dataclass
 class LocalCheckpoint:
     root: Path
+    #: keeps the decoded index for a second reader of the same copy (the preflight's cache check, then its
+    #: inspection); None: decode on every read, so no caller ever sees another caller's mutations
+    index_memo: dict[str, Any] | None = None
 
     @property
     def display(self) -> str:
@@ -79,14 +84,19 @@ class LocalCheckpoint:
         return files
 
     def read_json(self, name: str) -> Any | None:
+        if self.index_memo is not None and name in self.index_memo:
+            return self.index_memo[name]
         data = self.read_bytes(name)
         if data is None:
             return None
         try:
-            return json_loads(data)
+            doc = decode_json(name, data, self.list_files)
         except ValueError as exc:  # includes UnicodeDecodeError
             raise CheckpointUnreadable(f"{self.root / name} is not valid JSON ({_first_line(exc)}); "
                                        "re-download it or restore it from the original release") from None
+        if self.index_memo is not None and name == INDEX_FILE:
+            self.index_memo[name] = doc
+        return doc
 
     def read_bytes(self, name: str) -> bytes | None:
         path = self.root / name
@@ -144,7 +154,7 @@ class HubCheckpoint:
         if raw is None:
             return None
         try:
-            return json_loads(raw)
+            return decode_json(name, raw, self.list_files)
         except ValueError as exc:
             raise CheckpointUnreadable(f"{self.display}/{name} is not valid JSON ({_first_line(exc)}); "
                                        "the repo itself is broken, tell its owner") from None
@@ -163,6 +173,13 @@ class HubCheckpoint:
 
     def local_path(self, name: str) -> Path | None:
         return None
+
+
+def decode_json(name: str, data: bytes, list_files: Callable[[], dict[str, int]]) -> Any:
+    """One checkpoint JSON file; the index through the decoder that knows its shard names (jsonio)."""
+    if name == INDEX_FILE:
+        return loads_index(data, (f for f in list_files() if f.endswith(".safetensors")))
+    return json_loads(data)
 
 
 def read_text(source: CheckpointSource, name: str, limit: int = 1 << 20) -> str | None:

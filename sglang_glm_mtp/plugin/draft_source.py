@@ -23,7 +23,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..checkpoint import jsonio
 from ..checkpoint.files import CONFIG_FILE, INDEX_FILE
 from ..checkpoint.source import (CheckpointSource, HubCheckpoint, LocalCheckpoint, is_hub_repo_id,
                                  resolve_cached_hub_snapshot)
@@ -51,25 +50,26 @@ def hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def cache_holds_checkpoint(snapshot: Path) -> tuple[bool, str]:
+def cache_holds_checkpoint(cache: LocalCheckpoint) -> tuple[bool, str]:
     """(complete, why): does this snapshot folder hold config.json and every weight file the index names?
 
     Reads only the index (small JSON); a malformed index is "not provably complete", not an error.
+    With an ``index_memo`` on ``cache``, the decoded index stays there for the inspection that follows.
     """
-    if not (snapshot / CONFIG_FILE).is_file():
+    folder = cache.root
+    if not (folder / CONFIG_FILE).is_file():
         return False, "no config.json in the cache"
-    index_path = snapshot / INDEX_FILE
-    if index_path.is_file():
+    if (folder / INDEX_FILE).is_file():
         try:
-            weight_map = jsonio.loads(index_path.read_bytes()).get("weight_map")
+            weight_map = cache.read_json(INDEX_FILE).get("weight_map")
             shards = {str(v) for v in weight_map.values()}
         except Exception as exc:  # malformed index: the full inspection reports it, the cache proves nothing
             return False, f"the cached {INDEX_FILE} is unreadable ({type(exc).__name__})"
-        absent = sorted(s for s in shards if not (snapshot / s).is_file())
+        absent = sorted(s for s in shards if not (folder / s).is_file())
         if absent:
             return False, f"{len(absent)} of {len(shards)} shards not downloaded yet"
         return True, f"all {len(shards)} shards cached"
-    if (snapshot / SINGLE_FILE).is_file():
+    if (folder / SINGLE_FILE).is_file():
         return True, f"{SINGLE_FILE} cached"
     return False, "no index and no weights in the cache"
 
@@ -83,10 +83,11 @@ def open_draft_source(path: str, revision: str | None) -> DraftSource:
     offline = hub_offline()
     snapshot = resolve_cached_hub_snapshot(path, revision)
     if snapshot is not None:
-        complete, why = cache_holds_checkpoint(snapshot)
+        cache = LocalCheckpoint(snapshot, index_memo={})  # the index is decoded once, for both questions
+        complete, why = cache_holds_checkpoint(cache)
         if complete:
             hub = None if offline else HubCheckpoint(path, revision)
-            return DraftSource(LocalCheckpoint(snapshot), "cache", f"Hub cache {snapshot} ({why})", hub)
+            return DraftSource(cache, "cache", f"Hub cache {snapshot} ({why})", hub)
         cache_note = f"the Hub cache holds part of it ({why})"
     else:
         cache_note = "it is not in the Hub cache"
