@@ -13,7 +13,13 @@ and ``inspect_checkpoint`` in one warm Python process (a child as well). Reports
 each and the ratio check / naive. Issue 11's goals: the CLI ≤ 0.5x the naive process and
 ≤ 0.6 s; in-process ≤ 0.15 s.
 
-    python benchmarks/bench_check.py [--workdir DIR] [--runs N]
+Both processes run with their modules byte-compiled, as ``pip install`` leaves a package
+(the naive loop's safetensors is; a checkout with ``PYTHONDONTWRITEBYTECODE=1`` set would
+otherwise recompile this package's sources in every run). ``--baseline DIR`` also times
+an older version of the package (e.g. ``git archive <commit> | tar -x -C DIR``) the same
+way, interleaved in the same runs.
+
+    python benchmarks/bench_check.py [--workdir DIR] [--runs N] [--baseline DIR]
 
 Writes benchmarks/results/check.json; docs/benchmarks.md quotes it.
 """
@@ -95,6 +101,18 @@ def run_process(cmd: list[str]) -> tuple[float, float, int, float]:
     return wall, usage.ru_maxrss / 1024, proc.returncode, usage.ru_utime + usage.ru_stime
 
 
+def byte_compile(package_root: Path) -> None:
+    """What pip does at install: write the package's ``.pyc`` files, so no run pays for compiling it."""
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(package_root / "sglang_glm_mtp")], check=True,
+                   env={k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"})
+
+
+def baseline_command(baseline: Path, directory: Path) -> list[str]:
+    """An older checkout's ``check``, through the same entry point as the console script."""
+    entry = f"import sys; sys.path.insert(0, {str(baseline)!r}); from sglang_glm_mtp.cli import main; sys.exit(main())"
+    return [sys.executable, "-c", entry, "check", "--json", str(directory)]
+
+
 def check_command(directory: Path) -> list[str]:
     """The console script pip installed next to this interpreter (not a version-manager shim)."""
     script = Path(sys.executable).parent / "sglang-glm-mtp"
@@ -107,26 +125,37 @@ def stats(values: list[float]) -> dict[str, float]:
     return {"min": round(min(values), 3), "median": round(statistics.median(values), 3)}
 
 
-def measure(directory: Path, runs: int) -> dict[str, Any]:
+def in_process_times(directory: Path, runs: int, baseline: Path | None = None) -> dict[str, Any]:
+    env = dict(os.environ)
+    if baseline is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(baseline), env.get("PYTHONPATH")]))
+    return json.loads(subprocess.run([sys.executable, "-c", IN_PROCESS, str(directory), str(runs)], env=env,
+                                     check=True, capture_output=True, text=True).stdout)
+
+
+def measure(directory: Path, runs: int, baseline: Path | None = None) -> dict[str, Any]:
     cold = drop_page_cache()
-    check_cmd, naive_cmd = check_command(directory), [sys.executable, "-c", NAIVE, str(directory)]
-    times: dict[str, list[float]] = {"check": [], "naive": []}
-    rss: dict[str, list[float]] = {"check": [], "naive": []}
-    cpu: dict[str, list[float]] = {"check": [], "naive": []}
+    commands = {"check": check_command(directory), "naive": [sys.executable, "-c", NAIVE, str(directory)]}
+    if baseline is not None:
+        commands["baseline"] = baseline_command(baseline, directory)
+    times: dict[str, list[float]] = {name: [] for name in commands}
+    rss: dict[str, list[float]] = {name: [] for name in commands}
+    cpu: dict[str, list[float]] = {name: [] for name in commands}
+    names = list(commands)
     for i in range(runs):
-        order = ("check", "naive") if i % 2 == 0 else ("naive", "check")  # neither always goes first
+        order = names[i % len(names):] + names[:i % len(names)]  # no command always goes first
         for name in order:
             if cold:
                 drop_page_cache()
-            wall, peak, code, cpu_s = run_process(check_cmd if name == "check" else naive_cmd)
+            wall, peak, code, cpu_s = run_process(commands[name])
             cpu[name].append(cpu_s)
-            if name == "check" and code not in (0, 1):
-                raise SystemExit(f"check failed with exit {code} on {directory}")
+            if name != "naive" and code not in (0, 1):
+                raise SystemExit(f"{name} failed with exit {code} on {directory}")
             times[name].append(wall)
             rss[name].append(peak)
-    child = json.loads(subprocess.run([sys.executable, "-c", IN_PROCESS, str(directory), str(runs)],
-                                      check=True, capture_output=True, text=True).stdout)
+    child = in_process_times(directory, runs)
     in_process = child["times"]
+    baseline_in_process = in_process_times(directory, runs, baseline)["times"] if baseline is not None else None
     return {
         "status": child["status"], "found_tensors": child["found"], "json_decoder": child["json"],
         "shards": len(list(directory.glob("*.safetensors"))),
@@ -137,6 +166,12 @@ def measure(directory: Path, runs: int) -> dict[str, Any]:
         "cli_cpu_s": stats(cpu["check"]), "naive_cpu_s": stats(cpu["naive"]),
         "cli_peak_rss_mb": round(max(rss["check"]), 1), "naive_peak_rss_mb": round(max(rss["naive"]), 1),
         "in_process_warm_s": stats(in_process),
+        **({"baseline_in_process_warm_s": stats(baseline_in_process or []),
+            "baseline_process_s": stats(times["baseline"]), "baseline_cpu_s": stats(cpu["baseline"]),
+            "baseline_over_naive": {"min": round(min(times["baseline"]) / min(times["naive"]), 2),
+                                    "median": round(statistics.median(times["baseline"])
+                                                    / statistics.median(times["naive"]), 2)},
+            "baseline_runs_s": [round(t, 3) for t in times["baseline"]]} if "baseline" in times else {}),
         "runs": {"cli_s": [round(t, 3) for t in times["check"]], "naive_s": [round(t, 3) for t in times["naive"]],
                  "cli_cpu_s": [round(t, 3) for t in cpu["check"]], "naive_cpu_s": [round(t, 3) for t in cpu["naive"]]},
     }
@@ -154,15 +189,22 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--workdir", type=Path, default=None, help="keep the synthetic layouts here (reused)")
     parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--baseline", type=Path, default=None, metavar="DIR",
+                        help="an older version of the package (a `git archive` of its commit) to time beside")
     args = parser.parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench-check-"))
-    results: dict[str, Any] = {"machine": machine(), "command": " ".join(check_command(Path("DIR")))}
+    byte_compile(Path(__file__).resolve().parent.parent)
+    if args.baseline is not None:
+        byte_compile(args.baseline)
+    results: dict[str, Any] = {"machine": machine(), "command": " ".join(check_command(Path("DIR"))),
+                               "bytecode": "compiled before timing, as pip install leaves a package",
+                               "baseline": str(args.baseline) if args.baseline else None}
     for label, with_draft, shards in (("missing", False, 45), ("grafted", True, 46)):
         directory = work / label
         if not (directory / "config.json").exists():
             subprocess.run([sys.executable, "-c", GENERATE, str(directory), str(int(with_draft)), str(shards)],
                            check=True)
-        results[label] = measure(directory, args.runs)
+        results[label] = measure(directory, args.runs, args.baseline)
         print(label, json.dumps({k: v for k, v in results[label].items() if k != "runs"}))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")

@@ -12,6 +12,7 @@ Headers are read concurrently; the index is walked once, in C where possible.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Iterable
@@ -69,7 +70,7 @@ class _IndexScan:
     referenced: set[str]
     draft_names: list[str]
     quant_suffixes: set[str]
-    _values: list[str] | None = None
+    _counts: Counter[str] | None = None
 
     @classmethod
     def of(cls, weight_map: dict[str, Any], prefixes: tuple[str, ...]) -> _IndexScan | None:
@@ -93,9 +94,9 @@ class _IndexScan:
         return cls(weight_map, referenced, draft, suffixes)
 
     def count_in(self, shard: str) -> int:
-        if self._values is None:
-            self._values = list(self.weight_map.values())
-        return self._values.count(shard)
+        if self._counts is None:  # one C pass for every shard asked about
+            self._counts = Counter(self.weight_map.values())
+        return self._counts[shard]
 
     def names_in(self, shard: str) -> list[str]:
         return [name for name, file in self.weight_map.items() if file == shard]

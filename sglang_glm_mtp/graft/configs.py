@@ -5,8 +5,9 @@ from __future__ import annotations
 import copy
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
+from ..checkpoint import jsonio
 from ..checkpoint.quant_config import draft_exclude_pattern, is_layer_excluded
 from ..errors import CheckpointUnreadable, GraftError
 from ..checkpoint.families import ModelFamily
@@ -71,9 +72,11 @@ def quant_edits(target_dir: Path, cfg_doc: dict[str, Any], layer: int, draft_pre
     return new_cfg, new_quant, cfg_changes, quant_changes
 
 
-def read_json_file(path: Path) -> dict[str, Any]:
+def read_json_file(path: Path, shard_files: Iterable[str] | None = None) -> dict[str, Any]:
+    """A JSON object from disk; with ``shard_files``, an index decoded against them (``jsonio.loads_index``)."""
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        data = path.read_bytes()
+        doc = jsonio.loads(data) if shard_files is None else jsonio.loads_index(data, shard_files)
     except (OSError, ValueError) as exc:
         raise CheckpointUnreadable(f"cannot read {path} ({exc})") from None
     if not isinstance(doc, dict):

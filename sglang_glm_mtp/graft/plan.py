@@ -261,7 +261,8 @@ def plan_graft(source: str | CheckpointSource, target: str | Path, *, out: str |
 
     # what is in TARGET now
     files = LocalCheckpoint(target_dir).list_files()
-    index_doc = read_json_file(target_dir / INDEX_FILE) if (target_dir / INDEX_FILE).is_file() else None
+    index_doc = (read_json_file(target_dir / INDEX_FILE, [n for n in files if n.endswith(".safetensors")])
+                 if (target_dir / INDEX_FILE).is_file() else None)
     has_index = index_doc is not None
     weight_map: dict[str, str] = index_doc.pop("weight_map") if index_doc is not None else {}  # no second copy
     index_meta: dict[str, Any] = (index_doc or {}).get("metadata") or {}
