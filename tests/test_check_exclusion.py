@@ -7,7 +7,7 @@ import re
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sglang_glm_mtp.checkpoint.quant_config import _FUSED_TAILS, is_layer_excluded
+from sglang_glm_mtp.checkpoint.quant_config import _FUSED_TAILS, QuantDeclaration, is_layer_excluded
 from sglang_glm_mtp.synthetic import GLM52_CONFIG, nvfp4_exclude_modules
 
 
@@ -44,3 +44,21 @@ def test_real_sized_exclude_list() -> None:
                    "model.layers.2.mlp.gate_proj", "model.layers.40.mlp.gate", "model.embed_tokens",
                    "model.layers.40.mlp.experts.7.down_proj"):
         assert is_layer_excluded(prefix, patterns) == reference(prefix, patterns), prefix
+
+
+@settings(max_examples=400, deadline=None)
+@given(prefix=PREFIXES, module=PREFIXES, patterns=st.lists(GLOBS, max_size=6))
+def test_whole_layer_shortcut_never_claims_more_than_the_rule(prefix: str, module: str, patterns: list[str]) -> None:
+    """``excludes_all_under`` (check's shortcut for a grafted layer's ``model.layers.78*``) implies SGLang's
+    verdict for every module under the prefix."""
+    decl = QuantDeclaration("hf_quant_config.json", "modelopt", "NVFP4", tuple(patterns))
+    if decl.excludes_all_under(prefix + "."):
+        assert reference(f"{prefix}.{module}", patterns)
+
+
+def test_whole_layer_shortcut_takes_the_graft_pattern() -> None:
+    decl = QuantDeclaration("hf_quant_config.json", "modelopt", "NVFP4", ("lm_head", "model.layers.78*"))
+    assert decl.excludes_all_under("model.layers.78.")
+    assert not decl.excludes_all_under("model.layers.7.")
+    assert not QuantDeclaration("hf_quant_config.json", "modelopt", "NVFP4",
+                                ("model.layers.78.mlp*",)).excludes_all_under("model.layers.78.")

@@ -55,6 +55,13 @@ class QuantDeclaration:
     def is_excluded(self, prefix: str) -> bool:
         return is_layer_excluded(prefix, self.exclude)
 
+    def excludes_all_under(self, prefix: str) -> bool:
+        """Is every module whose name starts with ``prefix`` excluded, by one glob of literal text and a final
+        ``*`` (e.g. the ``model.layers.78*`` graft writes)? Then no module needs matching one by one."""
+        candidates = [prefix] + ([prefix[len("language_model."):]] if prefix.startswith("language_model.") else [])
+        return any(glob.endswith("*") and "*" not in glob[:-1] and not _REGEX_META.intersection(glob)
+                   and candidate.startswith(glob[:-1]) for glob in self.exclude for candidate in candidates)
+
 
 class QuantConfigError(ValueError):
     """A quantization declaration SGLang could not use either; the message names file, key and entry."""

@@ -17,7 +17,7 @@ import re
 import struct
 from dataclasses import dataclass
 from math import prod
-from typing import BinaryIO, Iterable, Mapping
+from typing import BinaryIO, Iterable, Mapping, NamedTuple
 
 from .jsonio import loads as json_loads
 
@@ -55,9 +55,12 @@ class HeaderError(ValueError):
         self.code = code
 
 
-@dataclass(frozen=True)
-class TensorEntry:
-    """One tensor as the header describes it; offsets are relative to the data buffer."""
+class TensorEntry(NamedTuple):
+    """One tensor as the header describes it; offsets are relative to the data buffer.
+
+    A named tuple rather than a frozen dataclass: a header parse builds one per tensor
+    (~5,000 in a GLM-5.2 draft shard) and a frozen dataclass costs twice as much to build.
+    """
 
     name: str
     dtype: str
