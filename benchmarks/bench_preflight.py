@@ -5,9 +5,14 @@ resolution with the plugin excluded (``SGLANG_PLUGINS`` naming nothing installed
 mode runs in its own process (resolution hooks cannot be unregistered); inside it one
 warm-up resolution absorbs SGLang's lazy imports, then five timed ones, each either with
 the files in the page cache (warm) or after dropping it (cold, root only: on a first
-launch the index and the draft shards' headers have not been read yet). Min and median.
+launch the index and the draft shards' headers have not been read yet). The two modes'
+processes alternate over ``--rounds`` rounds, so a machine that slows down or speeds up
+during the run weighs on both alike. Min and median over every timed resolution.
 
-    python benchmarks/bench_preflight.py [--workdir DIR]
+``--baseline DIR`` adds a third process per round: the plugin of an older version of the
+package (``git archive <commit> | tar -x -C DIR``).
+
+    python benchmarks/bench_preflight.py [--workdir DIR] [--rounds N] [--baseline DIR]
 """
 
 from __future__ import annotations
@@ -46,8 +51,10 @@ print("TIMES:" + json.dumps(times))
 """
 
 
-def run(model: Path, plugins: str, cold: bool) -> list[float]:
+def run(model: Path, plugins: str, cold: bool, baseline: Path | None = None) -> list[float]:
     env = {**os.environ, "SGLANG_PLUGINS": plugins}
+    if baseline is not None:  # an older version of the package shadows this checkout
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(baseline), env.get("PYTHONPATH")]))
     child = CHILD.format(tests=str(TESTS), benchmarks=str(Path(__file__).parent), model=str(model), cold=cold)
     proc = subprocess.run([sys.executable, "-c", child],
                           capture_output=True, text=True, env=env, timeout=900)
@@ -57,9 +64,15 @@ def run(model: Path, plugins: str, cold: bool) -> list[float]:
     return json.loads(line[len("TIMES:"):])
 
 
+def stat(values: list[float]) -> dict[str, float]:
+    return {"min": round(min(values), 4), "median": round(statistics.median(values), 4)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--baseline", type=Path, default=None, metavar="DIR")
     args = parser.parse_args()
     from sglang_glm_mtp.synthetic import full_scale_glm52
 
@@ -70,15 +83,25 @@ def main() -> None:
     result: dict[str, object] = {
         "checkpoint": "full-scale GLM-5.2 NVFP4 layout + BF16 layer 78 (46 shards, 233,087 tensors)",
         "machine": f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start",
+        "rounds": args.rounds,
     }
+    result["baseline"] = str(args.baseline) if args.baseline else None
+    kinds = [("with_plugin", "glm_mtp", None), ("without_plugin", "no-such-plugin", None)]
+    if args.baseline is not None:
+        kinds.append(("baseline_plugin", "glm_mtp", args.baseline))
     for mode, cold in (("warm", False), ("cold", True)):
-        with_plugin, without = run(model, "glm_mtp", cold), run(model, "no-such-plugin", cold)
-        result[mode] = {
-            "with_plugin_s": {"min": round(min(with_plugin), 4), "median": round(statistics.median(with_plugin), 4)},
-            "without_plugin_s": {"min": round(min(without), 4), "median": round(statistics.median(without), 4)},
-            "plugin_adds_s": {"min": round(min(with_plugin) - min(without), 4),
-                              "median": round(statistics.median(with_plugin) - statistics.median(without), 4)},
-        }
+        times: dict[str, list[float]] = {kind: [] for kind, _, _ in kinds}
+        for round_ in range(args.rounds):
+            for kind, plugins, baseline in kinds[round_ % len(kinds):] + kinds[:round_ % len(kinds)]:
+                times[kind] += run(model, plugins, cold, baseline)
+        row: dict[str, object] = {f"{kind}_s": stat(values) for kind, values in times.items()}
+        for kind in times:
+            if kind != "without_plugin":
+                added = "plugin_adds_s" if kind == "with_plugin" else "baseline_adds_s"
+                row[added] = {"min": round(min(times[kind]) - min(times["without_plugin"]), 4),
+                              "median": round(statistics.median(times[kind])
+                                              - statistics.median(times["without_plugin"]), 4)}
+        result[mode] = row
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result))

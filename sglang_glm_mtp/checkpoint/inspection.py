@@ -11,16 +11,18 @@ Headers are read concurrently; the index is walked once, in C where possible.
 
 from __future__ import annotations
 
+import gc
 import logging
-from collections import Counter
+from contextlib import contextmanager
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from operator import countOf
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from ..errors import CheckpointUnreadable
 from .families import Config, ConfigError, LayerTensor, ModelFamily, family_for, supported_architectures
 from .files import CONFIG_FILE, INDEX_FILE, QUANT_FILE
+from .index_scan import QUANT_SUFFIXES, IndexScan
 from .precision import OPTIONAL_SUFFIXES, Precision, module_precision, overall_precision, quantized_form
 from .quant_config import QuantConfigError, QuantDeclaration, read_quant_declaration
 from .report import DAMAGE_CODES, InspectionReport, Problem, TensorLocation
@@ -45,11 +47,35 @@ def inspect_checkpoint(spec: str | CheckpointSource, *, endpoint: str | None = N
     Raises only ``CheckpointUnreadable`` (one actionable line); every defect of the
     checkpoint itself is a problem in the report. ``all_headers`` parses every shard's
     header entry by entry instead of the cheap integrity test (about the cost of opening
-    every shard with safetensors); ``integrity=False`` reads only the draft shards' headers
-    (for a caller that judges the draft layer alone, e.g. a latency-bound preflight).
+    every shard with safetensors); ``integrity=False`` judges the draft layer alone (a
+    latency-bound preflight): only the draft shards' headers, and of a local index only the
+    draft layer's entries (``IndexScan.draft_only``) unless the layer is not ready, in which
+    case the verdict comes from the whole index, as ``check`` gives it.
     """
     source = open_checkpoint(spec, endpoint=endpoint) if isinstance(spec, str) else spec
-    return _Inspection(source, all_headers, integrity).run()
+    with _cyclic_gc_paused():
+        inspection = _Inspection(source, all_headers, integrity)
+        report = inspection.run()
+        if inspection.partial_index and not report.ok:
+            report = _Inspection(source, all_headers, integrity, whole_index=True).run()  # judged on every entry
+        return report
+
+
+@contextmanager
+def _cyclic_gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection while inspecting: it builds thousands of small objects and no cycles.
+
+    Inside SGLang's main process (the preflight) the heap holds about a million objects, and
+    one full collection triggered by these allocations took 0.5 s, longer than the whole
+    inspection. Reference counting still frees everything; the previous state is restored.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 @dataclass
@@ -64,54 +90,18 @@ class _Shard:
 
 
 @dataclass
-class _IndexScan:
-    """Everything inspection needs from the weight map, from one pass (mostly inside C)."""
-
-    weight_map: dict[str, str]
-    referenced: set[str]
-    draft_names: list[str]
-    quant_suffixes: set[str]
-    _counts: Counter[str] | None = None
-
-    @classmethod
-    def of(cls, weight_map: dict[str, Any], prefixes: tuple[str, ...]) -> _IndexScan | None:
-        """None when a value is not a file name (the caller reports the index as unreadable)."""
-        try:
-            referenced = set(weight_map.values())
-        except TypeError:  # a list or object among the values
-            return None
-        if not all(isinstance(value, str) for value in referenced):
-            return None
-        names = "\n" + "\n".join(weight_map) + "\n"  # one string: every search below runs in C
-        suffixes = {s for s in (".weight_scale_2", ".weight_scale_inv") if f"{s}\n" in names}
-        draft: list[str] = []
-        for prefix in prefixes:
-            needle = "\n" + prefix
-            start = names.find(needle)
-            while start >= 0:
-                end = names.index("\n", start + 1)
-                draft.append(names[start + 1:end])
-                start = names.find(needle, end)
-        return cls(weight_map, referenced, draft, suffixes)
-
-    def count_in(self, shard: str) -> int:
-        if self._counts is None:  # one C pass for every shard asked about
-            self._counts = Counter(self.weight_map.values())
-        return self._counts[shard]
-
-    def names_in(self, shard: str) -> list[str]:
-        return [name for name, file in self.weight_map.items() if file == shard]
-
-
-@dataclass
 class _Inspection:
     source: CheckpointSource
     all_headers: bool = False
     integrity: bool = True
     problems: list[Problem] = field(default_factory=list)
+    #: decode the whole index even when judging the draft layer alone
+    whole_index: bool = False
     #: header peeks started before the index is read, so cold-cache I/O overlaps its decoding
     peeks: dict[str, Future[tuple[int, bytes, bytes]]] = field(default_factory=dict)
     pool: ThreadPoolExecutor | None = None
+    #: the index was read for the draft layer's entries alone (IndexScan.draft_only)
+    partial_index: bool = False
 
     def problem(self, code: str, message: str, severity: str = "error", file: str | None = None) -> None:
         self.problems.append(Problem(code, message, severity, file))  # type: ignore[arg-type]
@@ -169,15 +159,10 @@ class _Inspection:
                                   family=family.name, draft_layer=None, config=cfg.raw)
         hf_quant = self.source.read_json(QUANT_FILE) if QUANT_FILE in files else None
         decl = read_quant_declaration(cfg.raw, hf_quant)
-        index = self._read_index()
         applicable = family.nextn_layers(cfg) >= 1
         layer = family.draft_layer(cfg) if applicable else None
         prefixes = family.draft_prefixes_for(cfg) if layer is not None else ()
-        scan = _IndexScan.of(index["weight_map"], prefixes) if index is not None else None
-        if index is not None and scan is None:
-            raise self.unreadable(INDEX_FILE, "weight_map values must be shard file names",
-                                  "restore it from the release, or delete it to let SGLang load every "
-                                  ".safetensors file")
+        index, scan = self._scan_index(files, prefixes)
 
         report.target_precision = _target_precision(decl, scan)
         report.quant_config = {"source": decl.source, "quant_algo": decl.quant_algo,
@@ -210,6 +195,26 @@ class _Inspection:
 
     # ------------------------------------------------------------------ index and shards
 
+    def _scan_index(self, files: dict[str, int], prefixes: tuple[str, ...]
+                    ) -> tuple[dict[str, Any] | None, IndexScan | None]:
+        """The index document (its metadata at least) and what the verdict needs from its entries."""
+        draft_alone = not (self.integrity or self.all_headers or self.whole_index or self.source.is_remote)
+        memo = getattr(self.source, "index_memo", None) or {}
+        read_bytes = getattr(self.source, "read_bytes", None)
+        if draft_alone and INDEX_FILE in files and INDEX_FILE not in memo and read_bytes is not None:
+            raw = read_bytes(INDEX_FILE)
+            scan = IndexScan.draft_only(raw, prefixes) if raw is not None else None
+            if scan is not None:
+                self.partial_index = True
+                return {"metadata": scan.metadata}, scan
+        index = self._read_index()
+        scan = IndexScan.of(index["weight_map"], prefixes) if index is not None else None
+        if index is not None and scan is None:
+            raise self.unreadable(INDEX_FILE, "weight_map values must be shard file names",
+                                  "restore it from the release, or delete it to let SGLang load every "
+                                  ".safetensors file")
+        return index, scan
+
     def _read_index(self) -> dict[str, Any] | None:
         index = self.source.read_json(INDEX_FILE)
         if index is None:
@@ -228,7 +233,7 @@ class _Inspection:
             return header_len, head, stream.read(TAIL_BYTES)
 
     def _read_shards(self, files: dict[str, int], full: set[str], quick: set[str],
-                     scan: _IndexScan | None) -> dict[str, _Shard]:
+                     scan: IndexScan | None) -> dict[str, _Shard]:
         """Read the headers of ``full`` (parsed entry by entry) and ``quick`` (integrity test) shards."""
         def read(name: str) -> _Shard:
             shard = _Shard(name)
@@ -270,7 +275,7 @@ class _Inspection:
                 self.problem(shard.error.code, f"{shard.name}: {shard.error}", file=shard.name)
         return {shard.name: shard for shard in shards}
 
-    def _locate_draft(self, files: dict[str, int], scan: _IndexScan | None, prefix: tuple[str, ...],
+    def _locate_draft(self, files: dict[str, int], scan: IndexScan | None, prefix: tuple[str, ...],
                       family: ModelFamily, index: dict[str, Any] | None) -> dict[str, TensorLocation]:
         """Find every draft tensor SGLang would load, and every way the index or a shard misleads it."""
         on_disk = {name for name in files if name.endswith(".safetensors")}
@@ -288,7 +293,7 @@ class _Inspection:
                              f"{_names(missing_files)} (SGLang refuses to load this checkpoint)",
                              file=INDEX_FILE)
             loaded = sorted({scan.weight_map[name] for name in scan.draft_names} & on_disk)
-            unindexed = sorted(on_disk - referenced)
+            unindexed = sorted(on_disk - referenced) if scan.complete else []  # a partial scan names draft shards
             # every other shard of a local checkpoint gets the integrity test (a Hub file is what was uploaded)
             others = (referenced & on_disk) - set(loaded) if self.integrity and not self.source.is_remote else set()
         full = set(loaded) | set(unindexed) | (others if self.all_headers else set())
@@ -299,14 +304,14 @@ class _Inspection:
             if header is None:
                 continue
             if scan is not None:
-                self._cross_check_index(name, header, scan)
+                self._cross_check_index(name, header, scan, prefix)
             for tensor, entry in header.tensors.items():
                 if tensor.startswith(prefix):
                     located[tensor] = TensorLocation(name, entry, header.data_start)
         for name in sorted(others & full):  # --all-headers: names checked against the index too
             header = shards[name].header
             if header is not None and scan is not None:
-                self._cross_check_index(name, header, scan)
+                self._cross_check_index(name, header, scan, prefix)
 
         for shard in unindexed:
             header = shards[shard].header
@@ -329,11 +334,12 @@ class _Inspection:
                 self.problem("unindexed-shard",
                              f"{shard} is not named in {INDEX_FILE}; SGLang will not load it", "warning", shard)
 
-        if scan is not None and index is not None and not self.source.is_remote:
+        if scan is not None and scan.complete and index is not None and not self.source.is_remote:
             self._check_total_size(index, scan, shards, on_disk)
         return located
 
-    def _cross_check_index(self, shard: str, header: ShardHeader, scan: _IndexScan) -> None:
+    def _cross_check_index(self, shard: str, header: ShardHeader, scan: IndexScan, prefix: tuple[str, ...]) -> None:
+        """Index and header agree on what ``shard`` holds (on the draft layer's tensors, for a partial scan)."""
         weight_map = scan.weight_map
         here = countOf(map(weight_map.get, header.tensors), shard)  # C loops: ~5,000 names per draft shard
         if here != scan.count_in(shard):  # the index places more tensors here than the header holds
@@ -341,13 +347,14 @@ class _Inspection:
             self.problem("index-tensor-not-in-shard",
                          f"{INDEX_FILE} places {len(absent)} tensor(s) in {shard} that its header does not "
                          f"contain: {_names(absent)}", file=shard)
-        extra = sorted(header.tensors.keys() - weight_map.keys())
+        names = header.tensors if scan.complete else [n for n in header.tensors if n.startswith(prefix)]
+        extra = sorted(set(names).difference(weight_map))  # walks the header's names, not the index's
         if extra:
             self.problem("tensor-not-in-index",
                          f"{shard} contains {len(extra)} tensor(s) missing from {INDEX_FILE}: {_names(extra)} "
                          "(SGLang still loads them, other tools may not)", "warning", shard)
 
-    def _check_total_size(self, index: dict[str, Any], scan: _IndexScan, shards: dict[str, _Shard],
+    def _check_total_size(self, index: dict[str, Any], scan: IndexScan, shards: dict[str, _Shard],
                           on_disk: set[str]) -> None:
         """metadata.total_size should equal the tensor payload bytes (HF's convention)."""
         metadata = index.get("metadata")
@@ -492,10 +499,10 @@ def _expected(family: ModelFamily, cfg: Config, standalone: bool) -> Iterable[La
     return (t for t in family.draft_tensors(cfg) if t.name not in skip)
 
 
-def _target_precision(decl: QuantDeclaration, scan: _IndexScan | None) -> Precision:
+def _target_precision(decl: QuantDeclaration, scan: IndexScan | None) -> Precision:
     kinds: set[Precision] = set()
     if scan is not None:
-        kinds |= {"nvfp4" if s == ".weight_scale_2" else "fp8" for s in scan.quant_suffixes}
+        kinds |= {QUANT_SUFFIXES[s] for s in scan.quant_suffixes}
     if not kinds and decl.quantizes:
         kinds.add(decl.precision)
     if len(kinds) > 1:

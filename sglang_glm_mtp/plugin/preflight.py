@@ -118,8 +118,10 @@ def _judge(draft_path: str, revision: str | None) -> PreflightResult | None:
 
 
 def inspect_draft(source: CheckpointSource) -> InspectionReport:
-    """The draft layer alone: shards that do not hold it are SGLang's loader's to judge (safetensors refuses a
-    truncated file itself), and reading every shard's header would cost the launch time the preflight must not."""
+    """The draft layer alone: its shards' headers and, of a local index, its own entries. The rest is SGLang's
+    loader's to judge, and it does: safetensors refuses a truncated shard, and SGLang an index naming a shard
+    that is not on disk. Reading every header, or decoding a 232k-entry index, would cost the launch the
+    time the preflight must not. A layer that is not ready is judged on the whole index (as ``check`` does)."""
     return inspect_checkpoint(source, integrity=False)
 
 
