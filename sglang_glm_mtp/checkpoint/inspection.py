@@ -14,7 +14,7 @@ from __future__ import annotations
 import gc
 import logging
 from contextlib import contextmanager
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from operator import countOf
 from typing import Any, Iterable, Iterator
@@ -216,6 +216,9 @@ class _Inspection:
         return index, scan
 
     def _read_index(self) -> dict[str, Any] | None:
+        # The header peeks started with the inspection; let them finish first: threads waking for the GIL slow
+        # the decode below (which holds it throughout) by more than the peeks take on their own.
+        wait(self.peeks.values())
         index = self.source.read_json(INDEX_FILE)
         if index is None:
             return None

@@ -75,4 +75,6 @@ def _index_decoder(shard_files: tuple[str, ...]) -> Any:
 
 
 def backend() -> str:
-    return "orjson" if _orjson is not None else "json"
+    """The decoders in use, e.g. "msgspec (index) + orjson" (benchmarks record it)."""
+    index = "msgspec (index) + " if _msgspec is not None else ""
+    return index + ("orjson" if _orjson is not None else "json")
