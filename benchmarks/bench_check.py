@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).parent / "results" / "check.json"
+IN_PROCESS_ROUNDS = 3
 
 NAIVE = """
 import sys
@@ -129,7 +130,8 @@ def in_process_times(directory: Path, runs: int, baseline: Path | None = None) -
     env = dict(os.environ)
     if baseline is not None:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(baseline), env.get("PYTHONPATH")]))
-    return json.loads(subprocess.run([sys.executable, "-c", IN_PROCESS, str(directory), str(runs)], env=env,
+    # -P: nothing before PYTHONPATH on sys.path (``-c`` would put the current directory, a checkout, first)
+    return json.loads(subprocess.run([sys.executable, "-P", "-c", IN_PROCESS, str(directory), str(runs)], env=env,
                                      check=True, capture_output=True, text=True).stdout)
 
 
@@ -153,9 +155,15 @@ def measure(directory: Path, runs: int, baseline: Path | None = None) -> dict[st
                 raise SystemExit(f"{name} failed with exit {code} on {directory}")
             times[name].append(wall)
             rss[name].append(peak)
-    child = in_process_times(directory, runs)
-    in_process = child["times"]
-    baseline_in_process = in_process_times(directory, runs, baseline)["times"] if baseline is not None else None
+    # in-process: children of this version and of the baseline alternate, a few timings each, so that a
+    # machine that slows down during the run (this VM does) weighs on both alike
+    in_process: list[float] = []
+    baseline_in_process: list[float] = []
+    for _ in range(IN_PROCESS_ROUNDS):
+        child = in_process_times(directory, max(1, runs // IN_PROCESS_ROUNDS))
+        in_process += child["times"]
+        if baseline is not None:
+            baseline_in_process += in_process_times(directory, max(1, runs // IN_PROCESS_ROUNDS), baseline)["times"]
     return {
         "status": child["status"], "found_tensors": child["found"], "json_decoder": child["json"],
         "shards": len(list(directory.glob("*.safetensors"))),

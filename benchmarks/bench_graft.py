@@ -177,7 +177,9 @@ def bench_size(work: Path, label: str, experts: int, repeat: int, cold: bool, ba
     blob = scratch / "blob.bin"
     if not blob.exists() or blob.stat().st_size != draft_bytes:
         make_blob(blob, draft_bytes)
-    cli = [sys.executable, "-m", "sglang_glm_mtp.cli"]
+    # -P: nothing before PYTHONPATH on sys.path (``-m`` would put the current directory first, and run from a
+    # checkout's root the --baseline graft would be this checkout's code)
+    cli = [sys.executable, "-P", "-m", "sglang_glm_mtp.cli"]
     rows: dict[str, list[float]] = {k: [] for k in ("cp", "cp_sync", "graft", "graft_rss", "graft_execute",
                                                     "graft_baseline", "naive", "naive_rss")}
     method = ""

@@ -56,7 +56,8 @@ def run(model: Path, plugins: str, cold: bool, baseline: Path | None = None) -> 
     if baseline is not None:  # an older version of the package shadows this checkout
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(baseline), env.get("PYTHONPATH")]))
     child = CHILD.format(tests=str(TESTS), benchmarks=str(Path(__file__).parent), model=str(model), cold=cold)
-    proc = subprocess.run([sys.executable, "-c", child],
+    # -P: nothing before PYTHONPATH on sys.path (``-c`` would put the current directory, a checkout, first)
+    proc = subprocess.run([sys.executable, "-P", "-c", child],
                           capture_output=True, text=True, env=env, timeout=900)
     line = next((l for l in proc.stdout.splitlines() if l.startswith("TIMES:")), None)
     if line is None:
