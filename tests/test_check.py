@@ -176,3 +176,41 @@ def test_glm45_original_and_missing(tmp_path: Path) -> None:
     pair = synthetic.tiny_pair(tmp_path, family="glm4.5")
     assert inspect(str(pair.original)).status == "ready"
     assert inspect(str(pair.target)).status == "missing"
+
+
+def test_json_document_is_every_public_field(tmp_path: Path) -> None:
+    """to_json serialises field by field (no deep copy of the locations); the document is what asdict gives."""
+    from dataclasses import asdict
+
+    from sglang_glm_mtp.checkpoint.report import SCHEMA_VERSION
+
+    for code in ("draft-precision-unsupported", "draft-layer-incomplete"):
+        report = inspect(str(synthetic.make_variant(tmp_path / code, code)))
+        expected = asdict(report)
+        assert expected.pop("locations") and expected.pop("config")
+        doc = report.to_json()
+        assert doc == {"schema_version": SCHEMA_VERSION, **expected}
+        doc["missing"].append("x")
+        doc["quant_config"]["source"] = "x"
+        assert "x" not in report.missing and report.quant_config["source"] != "x"  # a copy, as asdict's
+
+
+def test_cyclic_gc_is_paused_while_inspecting_and_restored(glm_pair: synthetic.SyntheticPair,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inside SGLang's million-object heap one full collection costs longer than the inspection itself."""
+    import gc
+
+    from sglang_glm_mtp.checkpoint.source import LocalCheckpoint
+
+    seen: list[bool] = []
+    real = LocalCheckpoint.read_json
+    monkeypatch.setattr(LocalCheckpoint, "read_json", lambda self, name: seen.append(gc.isenabled()) or real(self, name))
+    assert gc.isenabled()
+    inspect(str(glm_pair.target))
+    assert seen and not any(seen) and gc.isenabled()
+    gc.disable()
+    try:
+        inspect(str(glm_pair.target))
+        assert not gc.isenabled()  # a caller's own choice is left as it was
+    finally:
+        gc.enable()

@@ -97,7 +97,7 @@ class _Inspection:
     problems: list[Problem] = field(default_factory=list)
     #: decode the whole index even when judging the draft layer alone
     whole_index: bool = False
-    #: header peeks started before the index is read, so cold-cache I/O overlaps its decoding
+    #: header peeks started first: their cold-cache I/O overlaps reading the config files; done before the decode
     peeks: dict[str, Future[tuple[int, bytes, bytes]]] = field(default_factory=dict)
     pool: ThreadPoolExecutor | None = None
     #: the index was read for the draft layer's entries alone (IndexScan.draft_only)
