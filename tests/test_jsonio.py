@@ -98,7 +98,6 @@ def test_generated_indexes_decode_as_the_stdlib_does(weight_map: dict[str, Any],
 
 def test_real_layout_takes_the_fast_path_and_shares_its_values(tmp_path: Path) -> None:
     """The point of the fast path: one string per shard, not one per tensor (and the same mapping)."""
-    pytest.importorskip("msgspec")
     target = synthetic.tiny_pair(tmp_path / "pair", target_has_draft=True).target
     data = (target / INDEX_FILE).read_bytes()
     shards = [p.name for p in target.glob("*.safetensors")]
