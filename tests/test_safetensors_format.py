@@ -91,6 +91,9 @@ def _header_with(entries: dict) -> bytes:
     ({"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]},
       "b": {"dtype": "F32", "shape": [1], "data_offsets": [2, 6]}}, 8),  # overlap
     ({"a": {"dtype": "Q7", "shape": [1], "data_offsets": [0, 1]}}, 1),  # unknown dtype
+    ({"a": {"dtype": ["F32"], "shape": [1], "data_offsets": [0, 4]}}, 4),  # a dtype that is no string
+    ({"a": {"dtype": "F32", "shape": [True], "data_offsets": [0, 4]}}, 4),  # a bool is no dimension
+    ({"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4.0]}}, 4),
     ({"a": {"dtype": "F32", "shape": [-1], "data_offsets": [0, 4]}}, 4),
     ({"a": {"dtype": "F32", "shape": [1], "data_offsets": [0]}}, 4),
     ({"__metadata__": {"k": 1}}, 0),

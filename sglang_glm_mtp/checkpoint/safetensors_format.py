@@ -97,7 +97,11 @@ class ShardHeader:
 
 def tensor_nbytes(dtype: str, shape: Iterable[int]) -> int:
     """Payload size of a tensor; F4/F6 pack several elements per byte."""
-    bits = DTYPE_BITS[dtype] * prod(shape)
+    return packed_bytes(DTYPE_BITS[dtype] * prod(shape))
+
+
+def packed_bytes(bits: int) -> int:
+    """Whole bytes holding ``bits`` bits of tensor data (F4/F6 tensors end mid-byte)."""
     return (bits + 7) // 8
 
 
@@ -174,10 +178,10 @@ def _parse_entry(name: str, value: object) -> TensorEntry:
     begin, end = offsets
     if type(begin) is not int or type(end) is not int or not 0 <= begin <= end:
         raise HeaderError("corrupt-header", f"tensor {name!r} has invalid data_offsets {offsets!r}")
-    if end - begin != (bits + 7) // 8:
+    if end - begin != packed_bytes(bits):
         raise HeaderError("corrupt-header",
                           f"tensor {name!r}: {end - begin} bytes in data_offsets, but {dtype}{shape} needs "
-                          f"{(bits + 7) // 8}")
+                          f"{packed_bytes(bits)}")
     return TensorEntry(name=name, dtype=dtype, shape=tuple(shape), begin=begin, end=end)
 
 
