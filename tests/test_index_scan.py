@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sglang_glm_mtp import synthetic
-from sglang_glm_mtp.checkpoint import index_scan
+from sglang_glm_mtp.checkpoint import jsonio
 from sglang_glm_mtp.checkpoint.index_scan import IndexScan
 from sglang_glm_mtp.checkpoint.inspection import _Inspection, inspect_checkpoint
 from sglang_glm_mtp.checkpoint.source import LocalCheckpoint
@@ -134,7 +134,7 @@ def test_preflight_verdict_is_the_whole_index_verdict(variants: dict[str, Path],
 
 def test_without_msgspec_the_whole_index_is_read(variants: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
     """msgspec is optional outside SGLang: without it the preflight decodes the whole index, same verdict."""
-    monkeypatch.setattr(index_scan, "_msgspec", None)
+    monkeypatch.setattr(jsonio, "_msgspec", None)
     source = LocalCheckpoint(variants["ready"])
     inspection = _Inspection(source, integrity=False)
     assert inspection.run().status == "ready" and not inspection.partial_index

@@ -27,10 +27,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-try:
-    import msgspec as _msgspec
-except ImportError:  # optional (the ``fast`` extra; SGLang depends on it): without it, the whole index is decoded
-    _msgspec = None
+from . import jsonio
 
 #: Quantized-weight scale suffixes that reveal the target's precision: NVFP4 and FP8 block scales.
 QUANT_SUFFIXES = {".weight_scale_2": "nvfp4", ".weight_scale_inv": "fp8"}
@@ -103,18 +100,17 @@ class IndexScan:
 
 def _split_index(raw: bytes) -> tuple[bytes, Any] | None:
     """(the weight_map object's text, metadata) when the contract above holds, else None."""
-    if _msgspec is None or not raw.isascii() or b"\\" in raw:
+    if not raw.isascii() or b"\\" in raw:
         return None
-    try:
-        doc = _decoder().decode(raw)
-    except (_msgspec.DecodeError, _msgspec.ValidationError, RecursionError):
-        return None  # malformed, or not an object with a weight_map: the full decode names the problem
-    if doc.metadata is not None and not isinstance(doc.metadata, dict):
+    parts = jsonio.index_parts(raw)  # None without msgspec, or malformed: the full decode names the problem
+    if parts is None:
+        return None
+    text, metadata = parts
+    if metadata is not None and not isinstance(metadata, dict):
         return None  # the full inspection has a warning for it
-    text = bytes(doc.weight_map)
     if not text.startswith(b"{"):
         return None  # a list or a string: the full decode reports it
-    return text, doc.metadata
+    return text, metadata
 
 
 def _entries_starting_with(text: bytes, prefix: bytes) -> dict[str, str] | None:
@@ -153,15 +149,3 @@ def _skip_space(text: bytes, at: int) -> int:
         at += 1
     return at
 
-
-_RAW_DECODER: Any = None
-
-
-def _decoder() -> Any:
-    """Validates the whole document; keeps ``weight_map`` as raw text (no 232k-entry dict)."""
-    global _RAW_DECODER
-    if _RAW_DECODER is None:
-        assert _msgspec is not None
-        shape = _msgspec.defstruct("RawIndex", [("weight_map", _msgspec.Raw), ("metadata", Any, None)])
-        _RAW_DECODER = _msgspec.json.Decoder(shape)
-    return _RAW_DECODER

@@ -5,7 +5,8 @@ Two paths, both optional (the ``fast`` extra) with the stdlib as the fallback:
 * ``loads``: orjson when installed (about twice as fast as ``json``). The stdlib is retried
   on an orjson failure, so the few inputs only the stdlib accepts (``NaN``, integers
   beyond 64 bits) are judged exactly as before.
-* ``loads_index``: ``model.safetensors.index.json`` is the one big file (22 MB and 232k
+* ``loads_index`` (and ``index_parts``, for a caller that needs only part of it):
+  ``model.safetensors.index.json`` is the one big file (22 MB and 232k
   entries for GLM-5.2), and most of decoding it is allocating 232k value strings that all
   name one of a few dozen shards. msgspec decodes it against a schema whose weight_map
   values are a ``Literal`` of the shard files on disk, so each value is one shared string
@@ -64,6 +65,29 @@ def loads_index(data: bytes, shard_files: Iterable[str]) -> Any:
                 out["metadata"] = doc.metadata
             return out
     return loads(data)
+
+
+def index_parts(data: bytes) -> tuple[bytes, Any] | None:
+    """(``weight_map``'s JSON text, the decoded ``metadata``) of an index, without building its map.
+
+    msgspec parses the whole document (a malformed one is rejected) but skips the weight
+    map. None without msgspec, or when the document is malformed or no object with a
+    ``weight_map``: the generic decoder then says why.
+    """
+    if _msgspec is None:
+        return None
+    try:
+        doc = _raw_index_decoder().decode(data)
+    except (_msgspec.DecodeError, _msgspec.ValidationError, RecursionError):
+        return None
+    return bytes(doc.weight_map), doc.metadata
+
+
+@lru_cache(maxsize=1)
+def _raw_index_decoder() -> Any:
+    assert _msgspec is not None
+    index = _msgspec.defstruct("RawIndex", [("weight_map", _msgspec.Raw), ("metadata", Any, None)])
+    return _msgspec.json.Decoder(index)
 
 
 @lru_cache(maxsize=8)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
@@ -107,7 +108,7 @@ class InspectionReport:
             if item.name == "problems":
                 value = [asdict(problem) for problem in value]
             elif isinstance(value, (list, dict)):
-                value = _copy(value)
+                value = copy.deepcopy(value)  # as asdict returns them: the caller may edit the document
             doc[item.name] = value
         return doc
 
@@ -115,11 +116,3 @@ class InspectionReport:
 #: ``InspectionReport`` fields that stay in the process (graft reads them); docs/check-json.md lists the rest.
 _NOT_SERIALISED = frozenset({"locations", "config"})
 
-
-def _copy(value: Any) -> Any:
-    """A copy of plain JSON data (lists, dicts, scalars), as ``asdict`` would return it."""
-    if isinstance(value, list):
-        return [_copy(item) for item in value]
-    if isinstance(value, dict):
-        return {key: _copy(item) for key, item in value.items()}
-    return value
