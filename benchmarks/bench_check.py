@@ -122,16 +122,23 @@ def check_command(directory: Path) -> list[str]:
     return [*base, "check", "--json", str(directory)]
 
 
-def stats(values: list[float]) -> dict[str, float]:
-    return {"min": round(min(values), 3), "median": round(statistics.median(values), 3)}
+def stats(values: list[float], digits: int = 3) -> dict[str, float]:
+    return {"min": round(min(values), digits), "median": round(statistics.median(values), digits)}
+
+
+def python_child(code: str, env: dict[str, str], baseline: Path | None) -> tuple[list[str], dict[str, str]]:
+    """argv and environment of ``python -c code``, with an older version of the package first when given.
+
+    ``-P``: nothing before PYTHONPATH on sys.path (``-c`` would put the current directory, a checkout, first).
+    """
+    if baseline is not None:
+        env = {**env, "PYTHONPATH": os.pathsep.join(filter(None, [str(baseline), env.get("PYTHONPATH")]))}
+    return [sys.executable, "-P", "-c", code], env
 
 
 def in_process_times(directory: Path, runs: int, baseline: Path | None = None) -> dict[str, Any]:
-    env = dict(os.environ)
-    if baseline is not None:
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(baseline), env.get("PYTHONPATH")]))
-    # -P: nothing before PYTHONPATH on sys.path (``-c`` would put the current directory, a checkout, first)
-    return json.loads(subprocess.run([sys.executable, "-P", "-c", IN_PROCESS, str(directory), str(runs)], env=env,
+    argv, env = python_child(IN_PROCESS, dict(os.environ), baseline)
+    return json.loads(subprocess.run([*argv, str(directory), str(runs)], env=env,
                                      check=True, capture_output=True, text=True).stdout)
 
 

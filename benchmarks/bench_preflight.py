@@ -26,6 +26,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from bench_check import python_child, stats  # this folder is sys.path[0] when a benchmark runs as a script
+
 RESULTS = Path(__file__).parent / "results" / "preflight.json"
 TESTS = Path(__file__).resolve().parent.parent / "tests"
 
@@ -52,21 +54,13 @@ print("TIMES:" + json.dumps(times))
 
 
 def run(model: Path, plugins: str, cold: bool, baseline: Path | None = None) -> list[float]:
-    env = {**os.environ, "SGLANG_PLUGINS": plugins}
-    if baseline is not None:  # an older version of the package shadows this checkout
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(baseline), env.get("PYTHONPATH")]))
     child = CHILD.format(tests=str(TESTS), benchmarks=str(Path(__file__).parent), model=str(model), cold=cold)
-    # -P: nothing before PYTHONPATH on sys.path (``-c`` would put the current directory, a checkout, first)
-    proc = subprocess.run([sys.executable, "-P", "-c", child],
-                          capture_output=True, text=True, env=env, timeout=900)
+    argv, env = python_child(child, {**os.environ, "SGLANG_PLUGINS": plugins}, baseline)
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=900)
     line = next((l for l in proc.stdout.splitlines() if l.startswith("TIMES:")), None)
     if line is None:
         raise SystemExit(f"child failed ({plugins}):\n{proc.stderr[-3000:]}")
     return json.loads(line[len("TIMES:"):])
-
-
-def stat(values: list[float]) -> dict[str, float]:
-    return {"min": round(min(values), 4), "median": round(statistics.median(values), 4)}
 
 
 def main() -> None:
@@ -95,7 +89,7 @@ def main() -> None:
         for round_ in range(args.rounds):
             for kind, plugins, baseline in kinds[round_ % len(kinds):] + kinds[:round_ % len(kinds)]:
                 times[kind] += run(model, plugins, cold, baseline)
-        row: dict[str, object] = {f"{kind}_s": stat(values) for kind, values in times.items()}
+        row: dict[str, object] = {f"{kind}_s": stats(values, 4) for kind, values in times.items()}
         for kind in times:
             if kind != "without_plugin":
                 added = "plugin_adds_s" if kind == "with_plugin" else "baseline_adds_s"
