@@ -29,6 +29,11 @@ def draft_module(relative: str) -> str:
     return f"model.{relative}" if head in NEXTN_TOP_LEVEL else f"{DECODER}.{relative}"
 
 
+def sglang_module(relative: str) -> str:
+    """The module SGLang builds for it: ``draft_module``, with routed experts fused into ``…mlp.experts``."""
+    return re.sub(r"\.mlp\.experts\.\d+\.\w+$", ".mlp.experts", draft_module(relative))
+
+
 def apply_name_map(entries: Iterable[str], name_map: tuple[tuple[str, str], ...]) -> list[str]:
     """``WeightsMapper(orig_to_new_substr=...).apply_list``: the first (longest) substring found, replaced once."""
     ordered = sorted(name_map, key=lambda pair: len(pair[0]), reverse=True)

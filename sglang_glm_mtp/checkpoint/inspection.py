@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from ..errors import CheckpointUnreadable
 from .families import Config, ConfigError, LayerTensor, ModelFamily, family_for, supported_architectures
-from .draft_names import NEVER_QUANTIZED, draft_module
+from .draft_names import NEVER_QUANTIZED, sglang_module
 from .files import CONFIG_FILE, INDEX_FILE, QUANT_FILE
 from .index_scan import QUANT_SUFFIXES, IndexScan
 from .precision import (FLEXIBLE_SUFFIXES, OPTIONAL_SUFFIXES, QUANTIZED, Precision, layout_precision, module_layout,
@@ -169,7 +169,8 @@ class _Inspection:
 
         report.target_precision = _target_precision(decl, scan)
         report.quant_config = {"source": decl.source, "quant_algo": decl.quant_algo,
-                               "exclude_key": decl.exclude_key, "dialect": decl.dialect}
+                               "exclude_key": decl.exclude_key, "dialect": decl.dialect,
+                               "stock_sglang_builds_as_stored": None, "entries_to_add": []}
         if layer is None:
             report.status = "not-applicable"
             return report
@@ -473,6 +474,7 @@ class _Inspection:
                          f"the draft layer mixes storage formats ({precision}); neither SGLang 0.5.23 nor the "
                          "glm_mtp plugin can build one quant config for it. Graft a uniform layer with --force.")
         elif precision != "bf16" and decl.is_modelopt and decl.precision == "nvfp4":
+            report.quant_config["stock_sglang_builds_as_stored"] = False
             if precision == "nvfp4":
                 self.problem("draft-precision-unsupported",
                              "the draft layer is stored NVFP4; stock SGLang 0.5.23 forces the NextN draft "
@@ -518,6 +520,19 @@ class _Inspection:
             self.problem("quant-config-mismatch",
                          f"{len(wrong_quant)} draft module(s) are stored quantized but {where} excludes them "
                          f"({_names([prefix + m for m in sorted(wrong_quant)])})", severity, decl.source)
+        if wrong_bf16 or wrong_quant or decl.dialect == "modelopt":
+            return
+        quark_remap = prefix[:-1] if family.quark_remaps_layer else None
+        stock = list(dict.fromkeys(sglang_module(m) for m, p in stored.items() if (p == "bf16") == decl.
+                                   stock_builds_quantized(m, family.quant_name_map, quark_remap)))
+        report.quant_config["stock_sglang_builds_as_stored"] = not stock
+        if stock:
+            self.problem("quant-config-mismatch",
+                         f"{where} names the draft layer's modules by their checkpoint names, which never reach "
+                         f"the draft SGLang builds (model.decoder.*): stock SGLang 0.5.23 would build "
+                         f"{len(stock)} module(s) in another precision than stored ({_names(stock)}) and fail to "
+                         "load them. The glm_mtp plugin translates the exclusions to the draft's names, so SGLang "
+                         "with the plugin serves it as is.", "warning", decl.source)
 
     def _check_bf16_draft(self, report: InspectionReport, decl: QuantDeclaration, prefix: str, modules: list[str],
                           family: ModelFamily, excluded: Callable[[str], bool]) -> None:
@@ -532,18 +547,17 @@ class _Inspection:
         quark_remap = prefix[:-1] if family.quark_remaps_layer else None
         stock = [m for m in modules if decl.stock_builds_quantized(m, family.quant_name_map, quark_remap)]
         declared = [m for m in modules if m != "eh_proj" and not excluded(m)]
-        report.quant_config["stock_sglang_quantizes_draft"] = bool(stock)
+        report.quant_config["stock_sglang_builds_as_stored"] = not stock
         if not stock and not declared:
             return
         entries = [e for e in decl.bf16_draft_entries(prefix[:-1], family.quant_name_map) if e not in decl.exclude]
         key = decl.exclude_key or "exclude list"
         report.quant_config["entries_to_add"] = entries
-        report.quant_config["plugin_fixes"] = True
         gaps = []
         if stock:
-            gaps.append(f"stock SGLang 0.5.23 would build {len(stock)} of its modules quantized "
-                        f"({_names([draft_module(m) for m in stock])}) and fail to load it or serve unloaded "
-                        "weights")
+            built = list(dict.fromkeys(sglang_module(m) for m in stock))
+            gaps.append(f"stock SGLang 0.5.23 would build {len(built)} of its modules quantized "
+                        f"({_names(built)}) and fail to load it or serve unloaded weights")
         if declared:
             gaps.append(f"{decl.source} {key} does not exclude {len(declared)} of them by checkpoint name "
                         f"({_names([prefix + m for m in declared])}), which transformers and vLLM read")
