@@ -182,7 +182,7 @@ def layout_of(quant_format: QuantFormat, storage: Storage) -> str | None:
     if quant_format == "compressed-tensors":
         return "ct-nvfp4" if storage == "nvfp4" else "scaled-fp8"
     if quant_format == "quark":
-        return {"fp8": "scaled-fp8", "mxfp4": "mxfp4", "nvfp4": "modelopt"}[storage]
+        return {"fp8": "quark-fp8", "mxfp4": "mxfp4", "nvfp4": "modelopt"}[storage]
     return "block-fp8" if storage == "fp8" else "modelopt"
 
 

@@ -9,7 +9,7 @@ layout into the exact tensors (names, shapes, dtypes) a complete module of that 
 | ``modelopt`` | nvfp4 | ``weight`` U8 [o, i/2], ``weight_scale`` F8_E4M3 [o, i/16], ``weight_scale_2`` F32 [], ``input_scale`` F32 [] (optional) |
 | ``ct-nvfp4`` | nvfp4 | ``weight_packed`` U8 [o, i/2], ``weight_scale`` F8_E4M3 [o, i/16], ``weight_global_scale`` F32 [1], ``input_global_scale`` F32 [1] (optional: W4A16) |
 | ``block-fp8`` | fp8 | ``weight`` F8_E4M3 [o, i], ``weight_scale_inv`` F32 [ceil(o/128), ceil(i/128)] |
-| ``scaled-fp8`` | fp8 | ``weight`` F8_E4M3 [o, i], ``weight_scale`` F32 (per channel [o, 1] or per tensor), ``input_scale`` (optional) |
+| ``scaled-fp8`` | fp8 | ``weight`` F8_E4M3 [o, i], ``weight_scale`` F32 (compressed-tensors per channel [o, 1], Quark [o], or per tensor), ``input_scale`` (optional) |
 | ``mxfp4`` | mxfp4 | ``weight`` U8 [o, i/2], ``weight_scale`` U8 (E8M0) [o, i/32] |
 | ``ct-int4`` | int4 | ``weight_packed`` I32 [o, i/8], ``weight_scale`` [o, i/group], ``weight_shape`` I64 [2], ``weight_zero_point`` (optional) |
 | ``int8`` | int8 | ``weight`` I8 [o, i], ``weight_scale`` (per channel) |
@@ -27,7 +27,7 @@ from .families import LayerTensor
 from .safetensors_format import TensorSpec
 
 Precision = Literal["bf16", "nvfp4", "fp8", "mxfp4", "int4", "int8", "mixed", "unknown"]
-Layout = Literal["bf16", "modelopt", "ct-nvfp4", "block-fp8", "scaled-fp8", "mxfp4", "ct-int4", "int8"]
+Layout = Literal["bf16", "modelopt", "ct-nvfp4", "block-fp8", "scaled-fp8", "quark-fp8", "mxfp4", "ct-int4", "int8"]
 
 #: NVFP4 packs two E2M1 values per U8 byte and scales blocks of 16; MXFP4 blocks of 32.
 NVFP4_GROUP = 16
@@ -119,9 +119,9 @@ def quantized_form(tensor: LayerTensor, precision: Precision, *, with_input_scal
                  TensorSpec(f"{m}.weight_global_scale", "F32", (1,))]
         if with_input_scale:
             specs.append(TensorSpec(f"{m}.input_global_scale", "F32", (1,)))
-    elif layout == "scaled-fp8":
+    elif layout in ("scaled-fp8", "quark-fp8"):  # the same tensors; Quark writes per-channel scales 1-D
         specs = [TensorSpec(f"{m}.weight", "F8_E4M3", (out_features, in_features)),
-                 TensorSpec(f"{m}.weight_scale", "F32", (out_features, 1))]
+                 TensorSpec(f"{m}.weight_scale", "F32", (out_features, 1) if layout == "scaled-fp8" else (out_features,))]
     elif layout == "mxfp4":
         specs = [TensorSpec(f"{m}.weight", "U8", (out_features, in_features // 2)),
                  TensorSpec(f"{m}.weight_scale", "U8", (out_features, ceil(in_features / MXFP4_GROUP)))]
