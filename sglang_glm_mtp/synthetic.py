@@ -22,7 +22,6 @@ from typing import Any, Callable, Literal
 
 from .checkpoint.families import Config, LayerTensor, ModelFamily, family_for, layer_prefix
 from .checkpoint.precision import quantized_form
-from .checkpoint.quant_config import draft_exclude_pattern
 from .checkpoint.safetensors_format import TensorSpec
 from .checkpoint.writer import INDEX_FILE, atomic_write_json, index_document, shard_name, split_into_shards, write_shard
 
@@ -218,20 +217,25 @@ def nvfp4_exclude_modules(cfg_raw: dict[str, Any], *, draft_quantized: bool = Fa
     """The exclude list of a ModelOpt NVFP4 export that keeps attention, gate and norms BF16.
 
     With ``draft_quantized`` the MTP layer is treated like any other layer (its MLP
-    quantized) instead of being excluded whole.
+    quantized) instead of being excluded whole. Layer names follow the family's spelling
+    (``model.language_model.layers.N`` for the multimodal wrappers).
     """
-    cfg = Config(cfg_raw)
+    family = family_for(Config(cfg_raw).architecture)
+    assert family is not None, cfg_raw.get("architectures")
+    cfg = family.text_config(Config(cfg_raw))
+    template = family.draft_prefixes[0]
+    base = template.split("layers.")[0]
     layers = cfg.int("num_hidden_layers")
-    excludes = ["lm_head", "model.embed_tokens", "model.norm"]
+    excludes = ["lm_head", f"{base}embed_tokens", f"{base}norm"]
     if draft_quantized:
-        excludes += [f"{layer_prefix(layers)}.{m}" for m in ("eh_proj", "enorm", "hnorm", "shared_head*")]
+        excludes += [f"{layer_prefix(layers, template)}.{m}" for m in ("eh_proj", "enorm", "hnorm", "shared_head*")]
     for i in range(layers + 1 if draft_quantized else layers):
-        excludes += [f"{layer_prefix(i)}.self_attn*", f"{layer_prefix(i)}.input_layernorm",
-                     f"{layer_prefix(i)}.post_attention_layernorm"]
+        prefix = layer_prefix(i, template)
+        excludes += [f"{prefix}.self_attn*", f"{prefix}.input_layernorm", f"{prefix}.post_attention_layernorm"]
         if i >= cfg.int("first_k_dense_replace", 0):
-            excludes.append(f"{layer_prefix(i)}.mlp.gate")
+            excludes.append(f"{prefix}.mlp.gate")
     if not draft_quantized:
-        excludes.append(draft_exclude_pattern(layers))
+        excludes.append(layer_prefix(layers, template) + "*")
     return excludes
 
 
