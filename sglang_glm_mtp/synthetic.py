@@ -493,14 +493,22 @@ def fp8_draft_overrides() -> dict[str, Any]:
 
 
 def full_scale_glm52(directory: Path, *, with_draft: bool = False, storage: Storage = "nvfp4",
-                     num_shards: int | None = None) -> dict[str, str]:
-    """Layout-only GLM-5.2 (real headers, sparse data): 45 NVFP4 shards or 282 BF16 shards."""
+                     num_shards: int | None = None, quant_format: QuantFormat = "nested") -> dict[str, str]:
+    """Layout-only GLM-5.2 (real headers, sparse data): 45 NVFP4 shards or 282 BF16 shards.
+
+    ``quant_format`` writes the NVFP4 target in another dialect's tensor names and declaration
+    (``compressed-tensors``, or ``quark`` with ``storage`` its NVFP4 or FP8); a draft layer is BF16
+    and excluded as graft excludes it.
+    """
     cfg = dict(GLM52_CONFIG)
-    if storage == "nvfp4":
-        cfg = write_quant_config(directory if directory.mkdir(parents=True, exist_ok=True) is None else directory,
-                                 cfg, "nested", nvfp4_exclude_modules(cfg))
-    specs = model_specs(GLM52_CONFIG, storage, with_draft=with_draft)
-    shards = num_shards or (45 if storage == "nvfp4" else 282)
+    directory.mkdir(parents=True, exist_ok=True)
+    if storage != "bf16" and quant_format in ("nested", "flat"):
+        cfg = write_quant_config(directory, cfg, quant_format, nvfp4_exclude_modules(cfg))
+    elif storage != "bf16":
+        cfg = write_dialect_config(cfg, quant_format, storage, draft_quantized=False,
+                                   draft_exclusion="graft" if with_draft else "none")
+    specs = model_specs(GLM52_CONFIG, storage, with_draft=with_draft, quant_format=quant_format)
+    shards = num_shards or (45 if storage != "bf16" else 282)
     return write_checkpoint(directory, cfg, specs, num_shards=shards, sparse=True)
 
 

@@ -93,6 +93,10 @@ def cases(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
         grafted = synthetic.tiny_pair(root / f"{family}-ct-graft", family=family, quant_format="compressed-tensors")
         execute(plan_graft(str(grafted.original), grafted.target))
         add(f"{family}/grafted", grafted.target)
+    for family in ("glm4.7-flash", "glm5.3-flash", "glm-ocr"):  # the other seams: constructor / GLM-5.3's own resolver
+        complete = synthetic.tiny_pair(root / f"{family}-ct", family=family, quant_format="compressed-tensors",
+                                       target_has_draft=True).target
+        add(f"{family}/bf16", complete, TRITON + ["--disable-radix-cache"])
     per_layer = synthetic.tiny_pair(root / "per-layer", quant_format="compressed-tensors", target_has_draft=True,
                                     draft_storage="nvfp4").target
     config = json.loads((per_layer / "config.json").read_text())
@@ -131,7 +135,8 @@ BF16_CASES = [f"{fmt}/{storage}/{kind}" for fmt, storage in DIALECTS
               for kind in ("bf16", "bf16/fused", "grafted", "grafted/fused")]
 
 
-@pytest.mark.parametrize("name", BF16_CASES + ["deepseek-v3/bf16", "glm4.5/bf16"])
+@pytest.mark.parametrize("name", BF16_CASES + ["deepseek-v3/bf16", "glm4.5/bf16", "glm4.7-flash/bf16",
+                                              "glm5.3-flash/bf16"])
 def test_plugin_builds_a_bf16_layer_unquantized_in_every_dialect(plugin: dict[str, Any], name: str) -> None:
     """The whole draft BF16 (experts, shared experts, attention), every parameter filled, with or without an
     exclusion and with shared-expert fusion on; the outer model keeps the target's config."""
@@ -142,6 +147,13 @@ def test_plugin_builds_a_bf16_layer_unquantized_in_every_dialect(plugin: dict[st
     assert quant["shared_experts"] in ("UnquantizedLinearMethod", None), quant  # None: fused into the experts
     assert quant["outer"] in ("compressed_tensors", "quark")
     assert quant["fused_shared"] == (1 if name.endswith("fused") else 0)
+
+
+def test_plugin_builds_a_dense_glm_ocr_draft_unquantized(plugin: dict[str, Any]) -> None:
+    """GLM-OCR's draft is a dense layer (no experts): its attention and MLP are built BF16, every parameter filled."""
+    case = plugin["glm-ocr/bf16"]
+    _complete(case, "glm-ocr/bf16")
+    assert case["quant"]["o_proj"] == "UnquantizedLinearMethod" and case["quant"]["outer"] == "compressed_tensors"
 
 
 def test_plugin_says_why_the_draft_is_unquantized(plugin: dict[str, Any]) -> None:

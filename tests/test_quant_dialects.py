@@ -15,6 +15,7 @@ import pytest
 
 from sglang_glm_mtp import synthetic
 from sglang_glm_mtp.checkpoint import inspect_checkpoint
+from sglang_glm_mtp.checkpoint.families import Config, family_for
 from sglang_glm_mtp.checkpoint.draft_names import apply_name_map, regex_exclusions, remap_entries
 from sglang_glm_mtp.checkpoint.quant_config import QuantConfigError, read_quant_declaration
 from sglang_glm_mtp.cli import main
@@ -60,21 +61,46 @@ def test_bf16_layer_that_stock_sglang_would_quantize_is_ready_with_the_entries_t
     assert report.quant_config["stock_sglang_builds_as_stored"] is False
 
 
-@pytest.mark.parametrize("fmt, storage", [f for f in FORMATS if f[0] != "nested"])
-def test_graft_writes_the_dialects_exclusion_and_check_is_clean(tmp_path: Path, fmt: str, storage: str) -> None:
-    pair = _pair(tmp_path, fmt, storage)
-    assert inspect_checkpoint(str(pair.target)).status == "missing"
+@pytest.mark.parametrize("fmt, storage", FORMATS)
+@pytest.mark.parametrize("family", sorted(synthetic.TINY_CONFIGS))
+def test_graft_writes_the_dialects_exclusion_and_check_is_clean(tmp_path: Path, fmt: str, storage: str,
+                                                                family: str) -> None:
+    """Every family in every dialect: missing -> graft -> ready with no problem, the exclusion in the dialect's own
+    key and syntax, a second graft adding nothing (docs/architectures.md's matrix)."""
+    pair = _pair(tmp_path, fmt, storage, family)
+    before = inspect_checkpoint(str(pair.target))
+    assert before.status == "missing" and before.target_precision == storage
     result = execute(plan_graft(str(pair.original), pair.target))
     assert result.ok and not any("check that it keeps" in note for note in result.notes), result.notes
     report = inspect_checkpoint(str(pair.target))
     assert report.status == "ready" and report.problems == [], report.problems
+    if fmt == "nested":
+        return
     assert report.quant_config["stock_sglang_builds_as_stored"] is True
+    config = json.loads((pair.target / "config.json").read_text())
     key = {"compressed-tensors": "ignore", "quark": "exclude", "fp8": "modules_to_not_convert"}[fmt]
-    entries = json.loads((pair.target / "config.json").read_text())["quantization_config"][key]
-    assert entries[-2:] == read_quant_declaration(json.loads((pair.target / "config.json").read_text()),
-                                                  None).bf16_draft_entries("model.layers.4")
-    again = execute(plan_graft(str(pair.original), pair.target, force=True))  # idempotent: nothing added twice
-    assert json.loads((pair.target / "config.json").read_text())["quantization_config"][key] == entries, again.notes
+    entries = config["quantization_config"][key]
+    fam = family_for(config["architectures"][0])
+    assert fam is not None
+    prefix = fam.draft_prefixes_for(Config(config))[0][:-1]
+    assert entries[-2:] == read_quant_declaration(config, None).bf16_draft_entries(prefix, fam.quant_name_map)
+    execute(plan_graft(str(pair.original), pair.target, force=True))  # idempotent: nothing added twice
+    assert json.loads((pair.target / "config.json").read_text())["quantization_config"][key] == entries
+
+
+@pytest.mark.parametrize("fmt, storage", [("compressed-tensors", "nvfp4"), ("quark", "fp8")])
+def test_extract_of_a_quantized_layer_keeps_its_exclusions_on_layer_0(tmp_path: Path, fmt: str, storage: str) -> None:
+    from sglang_glm_mtp.extract import plan_extract
+
+    source = _pair(tmp_path, fmt, storage, target_has_draft=True, draft_storage=storage).target
+    key = {"compressed-tensors": "ignore", "quark": "exclude"}[fmt]
+    _edit_config(source, lambda q: q[key].append("re:model\\.layers\\.4\\.eh_proj"))
+    out = tmp_path / "draft"
+    assert execute(plan_extract(str(source), out)).ok
+    entries = json.loads((out / "config.json").read_text())["quantization_config"][key]
+    assert "re:model\\.layers\\.0\\.eh_proj" in entries and not any("layers\\.4" in e for e in entries)
+    report = inspect_checkpoint(str(out))
+    assert report.status == "ready" and report.draft_precision == storage, report.problems
 
 
 def test_quark_exact_layer_names_reach_a_glm5_draft_but_not_a_deepseek_one(tmp_path: Path) -> None:
