@@ -344,6 +344,19 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def precision_of_method(quantization: str | None) -> Precision:
+    """A ``--quantization`` name's precision, when nothing was read from the checkpoint (the preflight could not).
+
+    compressed-tensors and Quark name no precision: their checkpoint says it, so without it they count as
+    unquantized here (the runner rule then keeps the target's runner).
+    """
+    if quantization in ("modelopt_fp4", "nvfp4_online", "modelopt_mixed"):
+        return "nvfp4"
+    if quantization in ("fp8", "modelopt_fp8", "mxfp8"):
+        return "fp8"
+    return "bf16"
+
+
 def is_layer_excluded(prefix: str, patterns: tuple[str, ...] | list[str]) -> bool:
     """ModelOpt's rule (``quant_match.modelopt_excluded``), the one every ModelOpt caller asks."""
     return quant_match.modelopt_excluded(prefix, patterns)
