@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Any, Callable
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sglang_glm_mtp import synthetic
-from sglang_glm_mtp.checkpoint import inspect_checkpoint
+from sglang_glm_mtp.checkpoint import inspect_checkpoint, quant_match
 from sglang_glm_mtp.checkpoint.families import Config, family_for
 from sglang_glm_mtp.checkpoint.draft_names import apply_name_map, regex_exclusions, remap_entries
 from sglang_glm_mtp.checkpoint.quant_config import QuantConfigError, read_quant_declaration
@@ -254,3 +257,29 @@ def test_synth_writes_every_dialect_for_every_family(tmp_path: Path, capsys: pyt
     report = inspect_checkpoint(str(target))
     assert report.status == "missing" and report.quant_config["dialect"] == cli_format
     assert report.target_precision != "bf16"
+
+
+# ----------------------------------------------------------------------------- matcher fast paths
+
+_PARTS = st.sampled_from(["model", "decoder", "layers", "4", "mlp", "experts", "0", "gate_proj", "self_attn",
+                          "kv_b_proj", "eh_proj"])
+_NAMES = st.lists(_PARTS, min_size=1, max_size=6).map(".".join)
+_ENTRIES = st.lists(st.one_of(st.lists(_PARTS, min_size=1, max_size=4).map(".".join),
+                              st.sampled_from(["re:model\\.decoder\\..*", "re:.*self_attn.*", "re:.*mlp\\.gate$"])),
+                    max_size=5).map(tuple)
+
+
+@settings(max_examples=500, deadline=None)
+@given(name=_NAMES, entries=_ENTRIES)
+def test_indexed_matchers_read_as_sglangs_loops(name: str, entries: tuple[str, ...]) -> None:
+    """The set-probe matchers give what SGLang's entry-by-entry loops give (written out here as they read)."""
+    def ct_loop() -> bool:
+        return any(re.match(e[3:], name) if e.startswith("re:") else e == name or name.endswith("." + e)
+                   for e in entries)
+
+    def path_loop(plain: tuple[str, ...]) -> bool:
+        return any(e == name or name.startswith(e + ".") or f".{e}." in f".{name}." for e in plain)
+
+    assert quant_match._ct_match(name, entries) == bool(ct_loop())
+    plain = tuple(e for e in entries if not e.startswith("re:"))
+    assert quant_match._path_match_any(name, plain) == path_loop(plain)

@@ -130,24 +130,40 @@ def _regex(pattern: str) -> re.Pattern[str]:
     return re.compile(pattern)
 
 
-def _re_entry(entry: str, name: str) -> bool:
-    return _regex(entry[3:]).match(name) is not None
+class _Entries:
+    """An exclude list split once into exact names and ``re:`` patterns: a real list names hundreds of modules
+    one by one, and a draft layer asks about ~800, so each query is a few set probes, not a scan."""
+
+    def __init__(self, entries: tuple[str, ...]) -> None:
+        self.exact = frozenset(e for e in entries if not e.startswith("re:"))
+        self.regexes = [_regex(e[3:]) for e in dict.fromkeys(entries) if e.startswith("re:")]
+
+    def regex(self, name: str) -> bool:
+        return any(pattern.match(name) for pattern in self.regexes)
 
 
-def _ct_match(name: str, entries: Iterable[str]) -> bool:
+@lru_cache(maxsize=64)
+def _entries(entries: tuple[str, ...]) -> _Entries:
+    return _Entries(entries)
+
+
+def _dotted_suffixes(name: str) -> Iterable[str]:
+    start = name.find(".")
+    while start >= 0:
+        yield name[start + 1:]
+        start = name.find(".", start + 1)
+
+
+def _ct_match(name: str, entries: tuple[str, ...]) -> bool:
     """compressed-tensors ``check_equal_or_regex_match``: regex, equality, or a dotted suffix."""
-    for entry in entries:
-        if entry.startswith("re:"):
-            if _re_entry(entry, name):
-                return True
-        elif entry == name or name.endswith("." + entry):
-            return True
-    return False
+    table = _entries(entries)
+    return name in table.exact or any(s in table.exact for s in _dotted_suffixes(name)) or table.regex(name)
 
 
-def _quark_match(name: str, entries: Iterable[str]) -> bool:
+def _quark_match(name: str, entries: tuple[str, ...]) -> bool:
     """Quark ``check_equal_or_regex_match``: regex or equality (no suffix rule)."""
-    return any(_re_entry(entry, name) if entry.startswith("re:") else entry == name for entry in entries)
+    table = _entries(entries)
+    return name in table.exact or table.regex(name)
 
 
 def _shards_agree(name: str, fused: Mapping[str, tuple[str, ...]], entries: tuple[str, ...], match) -> bool | None:
@@ -189,6 +205,14 @@ def _module_path_match(ignored: str, prefix: str) -> bool:
     return ignored == prefix or prefix.startswith(ignored + ".") or f".{ignored}." in f".{prefix}."
 
 
+def _path_match_any(prefix: str, entries: tuple[str, ...]) -> bool:
+    """``any(_module_path_match(e, prefix) for e in entries)``, as set probes: the rule matches exactly the
+    entries equal to a contiguous run of ``prefix``'s dotted parts (a leading run included)."""
+    table = _entries(tuple(e.rstrip(".") for e in entries))
+    parts = prefix.rstrip(".").split(".")
+    return any(".".join(parts[i:j]) in table.exact for i in range(len(parts)) for j in range(i + 1, len(parts) + 1))
+
+
 def fp8_normalized(ignored: Iterable[str]) -> tuple[str, ...]:
     """``Fp8Config.from_config`` keeps both the ``model.``-prefixed and the bare spelling of each entry."""
     out: list[str] = []
@@ -204,10 +228,8 @@ def fp8_skipped(prefix: str, ignored: Iterable[str], fused: Mapping[str, tuple[s
     proj = prefix.rsplit(".", 1)[-1]
     table = fused if proj in fused else _FP8_FALLBACK_FUSED
     if proj in table:
-        verdict = _shards_agree(prefix, table, entries,
-                                lambda name, es: any(_module_path_match(e, name) for e in es))
-        return bool(verdict)
-    skipped = any(_module_path_match(entry, prefix) for entry in entries)
+        return bool(_shards_agree(prefix, table, entries, _path_match_any))
+    skipped = _path_match_any(prefix, entries)
     if "experts" in prefix:
         skipped = skipped or any(prefix in entry for entry in entries if "experts" in entry)
     return skipped
