@@ -50,10 +50,6 @@ def apply_name_map(entries: Iterable[str], name_map: tuple[tuple[str, str], ...]
 # ----------------------------------------------------------------------------- exclusions for a BF16 draft
 
 
-def escaped(text: str) -> str:
-    return re.escape(text)
-
-
 def regex_exclusions(ckpt_prefix: str, dialect: str, name_map: tuple[tuple[str, str], ...] = ()) -> list[str]:
     """The ``re:`` entries that keep a whole draft layer unquantized in compressed-tensors or Quark.
 
@@ -67,7 +63,7 @@ def regex_exclusions(ckpt_prefix: str, dialect: str, name_map: tuple[tuple[str, 
     if any(old == ckpt_prefix for old, _ in name_map):
         layer = f"re:{ckpt_prefix}.*"
     else:
-        layer = f"re:{escaped(ckpt_prefix + '.')}.*"
+        layer = f"re:{re.escape(ckpt_prefix + '.')}.*"
     return [draft, layer]
 
 
@@ -108,23 +104,22 @@ def remap_entries(entries: list[str], ckpt_prefix: str) -> list[str]:
     escaped or not (``re:model\\.layers\\.78\\.self_attn.*``) are both rewritten; a regex for
     the whole layer becomes one for the decoder and one for the top-level draft modules.
     """
-    plain, quoted = ckpt_prefix + ".", escaped(ckpt_prefix + ".")
+    plain, quoted = ckpt_prefix + ".", re.escape(ckpt_prefix + ".")
     out = list(entries)
     for entry in entries:
         is_regex = entry.startswith("re:")
         body = entry[3:] if is_regex else entry
-        head = next((h for h in ((quoted, True), (plain, False)) if body.startswith(h[0])), None)
+        head = next((h for h in (quoted, plain) if body.startswith(h)), None)
         if head is None:
             continue
-        rest = body[len(head[0]):]
+        rest = body[len(head):]
         if not is_regex:
             out.append(draft_module(rest))
             continue
         bare = rest.replace("\\", "")
-        top = next((name for name in NEXTN_TOP_LEVEL if bare.startswith(name)), None)
-        if top is not None:
+        if bare.startswith(NEXTN_TOP_LEVEL):
             out.append(f"re:model\\.{rest}")
-        elif bare.startswith(".*") or bare == "" or bare.startswith("*"):
+        elif bare.startswith((".*", "*")) or bare == "":
             out += [f"re:model\\.decoder\\.{rest}", f"re:model\\.({'|'.join(NEXTN_TOP_LEVEL)}){rest}"]
         else:
             out.append(f"re:model\\.decoder\\.{rest}")

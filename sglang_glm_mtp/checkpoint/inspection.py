@@ -12,8 +12,9 @@ Headers are read concurrently; the index is walked once, in C where possible.
 from __future__ import annotations
 
 import gc
-from collections import Counter
+import json
 import logging
+from collections import Counter
 from contextlib import contextmanager
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -21,8 +22,8 @@ from operator import countOf
 from typing import Any, Callable, Iterable, Iterator
 
 from ..errors import CheckpointUnreadable
-from .families import Config, ConfigError, LayerTensor, ModelFamily, family_for, supported_architectures
 from .draft_names import NEVER_QUANTIZED, sglang_module
+from .families import Config, ConfigError, LayerTensor, ModelFamily, family_for, supported_architectures
 from .files import CONFIG_FILE, INDEX_FILE, QUANT_FILE
 from .index_scan import QUANT_SUFFIXES, IndexScan
 from .precision import (FLEXIBLE_SUFFIXES, OPTIONAL_SUFFIXES, QUANTIZED, Precision, layout_precision, module_layout,
@@ -564,7 +565,7 @@ class _Inspection:
         self.problem("quant-config-mismatch",
                      f"the draft layer is stored BF16 under a {decl.dialect} {decl.precision.upper()} target, but "
                      f"{'; and '.join(gaps)}. The glm_mtp plugin builds it unquantized, so SGLang with the plugin "
-                     f"serves it as is; for stock SGLang and other engines add {json_list(entries)} to "
+                     f"serves it as is; for stock SGLang and other engines add {_json_list(entries)} to "
                      f"{decl.source} {key} (sglang-glm-mtp graft --force writes them)", "warning", decl.source)
 
 
@@ -647,10 +648,8 @@ def _remedy(report: InspectionReport, family: ModelFamily, source: CheckpointSou
     return graft + why
 
 
-def json_list(entries: list[str]) -> str:
+def _json_list(entries: list[str]) -> str:
     """Entries as they are written into the JSON file (copy-pasteable, backslashes doubled)."""
-    import json
-
     return json.dumps(entries)
 
 
