@@ -27,6 +27,7 @@ M = "mlp.experts.0.down_proj"
     ({f"{M}.weight_packed": "F16"}, "unknown"),
     ({f"{M}.weight": "F8_E4M3", f"{M}.weight_scale": "F32"}, "fp8"),  # per-channel (compressed-tensors, Quark)
     ({f"{M}.weight": "U8", f"{M}.weight_scale": "U8"}, "mxfp4"),  # Quark MXFP4: E8M0 scales stored as U8
+    ({f"{M}.weight": "U8", f"{M}.weight_scale": "F8_E8M0"}, "mxfp4"),  # ... or in safetensors' E8M0 dtype
     ({f"{M}.weight": "I16"}, "unknown"),
     ({f"{M}.weight_scale": "F8_E4M3"}, None),  # no weight: absent, not a precision
 ])

@@ -61,6 +61,7 @@ def test_bf16_layer_that_stock_sglang_would_quantize_is_ready_with_the_entries_t
         "model.layers.4", (("model.layers.61", "model.decoder"),) if family == "deepseek-v3" else ())
     assert report.quant_config["entries_to_add"] == wanted
     assert json.dumps(wanted) in problem.message  # copy-pasteable into the JSON file
+    assert all(entry in problem.message for entry in wanted)  # and as the entries themselves
     assert report.quant_config["stock_sglang_builds_as_stored"] is False
 
 

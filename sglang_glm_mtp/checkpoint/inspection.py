@@ -565,8 +565,9 @@ class _Inspection:
         self.problem("quant-config-mismatch",
                      f"the draft layer is stored BF16 under a {decl.dialect} {decl.precision.upper()} target, but "
                      f"{'; and '.join(gaps)}. The glm_mtp plugin builds it unquantized, so SGLang with the plugin "
-                     f"serves it as is; for stock SGLang and other engines add {_json_list(entries)} to "
-                     f"{decl.source} {key} (sglang-glm-mtp graft --force writes them)", "warning", decl.source)
+                     f"serves it as is; for stock SGLang and other engines add {' and '.join(entries)} to "
+                     f"{decl.source} {key} (as JSON: {_json_list(entries)}; sglang-glm-mtp graft --force writes "
+                     "them)", "warning", decl.source)
 
 
 def _expected(family: ModelFamily, cfg: Config, standalone: bool) -> Iterable[LayerTensor]:

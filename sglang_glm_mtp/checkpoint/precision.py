@@ -48,7 +48,7 @@ OPTIONAL_SUFFIXES: Mapping[str, tuple[str, ...]] = {
 #: Scales whose shape follows a strategy the tensors do not state: checked for presence, not shape or dtype.
 FLEXIBLE_SUFFIXES: Mapping[str, tuple[str, ...]] = {
     "scaled-fp8": ("weight_scale", "input_scale"), "ct-int4": ("weight_scale", "weight_zero_point"),
-    "int8": ("weight_scale", "input_scale"),
+    "int8": ("weight_scale", "input_scale"), "mxfp4": ("weight_scale",),
 }
 
 
@@ -67,7 +67,7 @@ def module_layout(module: str, dtypes: Mapping[str, str]) -> Layout | Literal["u
         return "bf16"
     if weight == "U8":
         scale = dtypes.get(f"{module}.weight_scale")
-        if scale == "U8":
+        if scale in ("U8", "F8_E8M0"):  # E8M0 block scales, stored as bytes or in safetensors' own dtype
             return "mxfp4"
         return "modelopt" if scale is not None else "unknown"
     if weight == "F8_E4M3":
