@@ -207,6 +207,9 @@ class GraftReport:
     bytes_copied: int = 0
     bytes_reused: int = 0
     copy_method: str = ""
+    #: the copy itself: source (hub/local), workers, streams, segments, bytes, seconds, rate_bytes_per_s,
+    #: and for the Hub requests, retries, throttled, resolutions, throttle_wait_s
+    transfer: dict[str, Any] = field(default_factory=dict)
     config_edits: list[str] = field(default_factory=list)
     backups: list[str] = field(default_factory=list)
     moved_aside: list[str] = field(default_factory=list)
