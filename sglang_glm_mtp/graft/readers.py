@@ -207,8 +207,10 @@ def retry_after(headers: Any) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
-        return float(value)
+    try:
+        return max(0.0, float(value))  # RFC 9110 says whole seconds; a fraction is taken as meant
+    except ValueError:
+        pass
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
