@@ -227,7 +227,9 @@ def _register(sub: Any) -> None:
     graft.add_argument("--from", dest="source", required=True, metavar="SOURCE",
                        help="checkpoint that holds the draft layer: local dir or Hub id org/name[@revision]")
     graft.add_argument("--into", dest="target", required=True, metavar="TARGET",
-                       help="local checkpoint whose draft layer is missing or incomplete")
+                       help="local checkpoint whose draft layer is missing or incomplete; or org/name[@revision] "
+                            "when the Hugging Face cache holds it (hf download without --local-dir): then --out is "
+                            "required and the overlay links the cached files")
     graft.add_argument("--out", metavar="OVERLAY_DIR",
                        help="leave TARGET untouched; write new shards, index, configs and small files here "
                             "(TARGET's shards are symlinked, so the folder loads as is)")

@@ -13,7 +13,12 @@ the copy must cost about what ``cp`` costs on the same disk.
   reads into a reusable buffer and writes it back (``READ_CHUNK``).
 * Hub source (``readers.HubReader``): bytes streamed into a reusable buffer. The CRC of
   the source bytes is taken on that buffer as it arrives; the written bytes are hashed
-  again from the file.
+  again from the file. A CDN caps each connection, so the plan is cut into segments of
+  about equal bytes (``split_segments``, cutting inside runs and tensors) that
+  ``workers`` concurrent streams (default 8, as ``hf download``) take from a queue, each
+  on its own connection with one ``HUB_CHUNK`` buffer. A segment of a split tensor is
+  verified like a tensor (its own pair of hashes, source vs written) and journaled on its
+  own; a tensor is verified when disjoint verified segments tile it (``write.py``).
 
 The checksum is xxh3-64 where ``xxhash`` is installed, CRC32 otherwise (``checksum.py``).
 
