@@ -95,7 +95,9 @@ def test_hub_graft_runs_concurrent_streams(glm_pair: synthetic.SyntheticPair, hu
     plan = plan_graft(REPO, glm_pair.target, endpoint=hub.endpoint)
     hub.reset_stats()
     hub.pace(400_000)  # each response takes a while, so concurrent streams overlap on the server
-    report = execute(plan, workers=4)
+    seen: list[int] = []
+    report = execute(plan, workers=4, progress=seen.append)  # one bar fed by every stream
+    assert sum(seen) == LAYER_BYTES and len(seen) >= 8
     assert report.ok and report.shards[0].verified_tensors == 35
     t = report.transfer
     assert t["source"] == "hub" and t["streams"] == 4 and t["segments"] >= 8 and t["bytes"] == LAYER_BYTES
