@@ -181,7 +181,6 @@ class HubFile:
             self._location = (target, headers)
             return self._location
 
-
     def forget(self, stale: str) -> None:
         """``stale`` failed (an expired signed URL): the next request resolves the file again."""
         with self._lock:
