@@ -403,13 +403,13 @@ class _Handler(BaseHTTPRequestHandler):
                 chunk = f.read(min(_CHUNK, left))
                 if not chunk:
                     break
+                if rate:  # this connection's cap: a chunk leaves only once rate * elapsed covers it
+                    ahead = began + (limit - left + len(chunk)) / rate - time.monotonic()
+                    if ahead > 0:
+                        time.sleep(ahead)
                 hub._count_bytes(rec, len(chunk))  # counted first: a test may assert as soon as it has the bytes
                 self.wfile.write(chunk)
                 left -= len(chunk)
-                if rate:  # this connection's cap: never ahead of rate * elapsed
-                    ahead = began + (limit - left) / rate - time.monotonic()
-                    if ahead > 0:
-                        time.sleep(ahead)
         if drop is not None:
             rec.dropped = True
             self.close_connection = True

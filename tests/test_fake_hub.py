@@ -307,17 +307,37 @@ def test_signed_urls_expire(hub: FakeHub, repo_dir: Path) -> None:
         assert client.get(fresh, headers={"Range": "bytes=0-9"}).status_code == 403
 
 
-def test_pacing_caps_each_response(hub: FakeHub, repo_dir: Path) -> None:
-    """200 kB at 1 MB/s cannot arrive in under 0.2 s (a lower bound the server enforces, not a speed measurement)."""
-    import time
+def test_pacing_caps_each_response(hub: FakeHub, repo_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """200 kB at 1 MB/s: the server holds each chunk back until 1 MB/s of elapsed time covers it.
 
+    The fake Hub's clock is replaced by one that only its own sleeps advance, so the sleeps
+    add up to exactly bytes / rate however fast the machine is.
+    """
+    import fake_hub
+
+    class Clock:
+        now = 0.0
+        slept: list[float] = []
+
+        def monotonic(self) -> float:
+            return self.now
+
+        def sleep(self, seconds: float) -> None:
+            self.slept.append(seconds)
+            self.now += seconds
+    clock = Clock()
+    monkeypatch.setattr(fake_hub, "time", clock)
     hub.pace(1_000_000)
     with httpx.Client() as client:
-        start = time.monotonic()
         got = client.get(hub.file_url(REPO, SHARD2), headers={"Range": "bytes=0-199999"})
-        elapsed = time.monotonic() - start
-    assert got.status_code == 206 and len(got.content) == 200_000 and elapsed >= 0.2
+    assert got.status_code == 206 and got.content == (repo_dir / SHARD2).read_bytes()[:200_000]
+    assert sum(clock.slept) == pytest.approx(0.2) and len(clock.slept) == 4  # 64 KiB chunks, the first held too
     hub.pace(None)
+    clock.slept.clear()
+    client = httpx.Client()
+    assert client.get(hub.file_url(REPO, SHARD2), headers={"Range": "bytes=0-199999"}).status_code == 206
+    client.close()
+    assert clock.slept == []
 
 
 def test_status_fault_with_retry_after(hub: FakeHub) -> None:
