@@ -14,8 +14,15 @@ code paths use are implemented (checked against huggingface_hub 1.33):
 * ``GET|HEAD /{repo}/resolve/{rev}/{file}`` -> downloads and metadata, with single
   ``Range`` requests (``206`` + ``Content-Range``, ``416`` when unsatisfiable) and the
   ``X-Repo-Commit`` / ``ETag`` / ``X-Linked-Etag`` / ``X-Linked-Size`` headers
-  ``get_hf_file_metadata`` needs. Files are served directly (no CDN redirect) and
-  never advertise Xet, so huggingface_hub always uses plain HTTP.
+  ``get_hf_file_metadata`` needs. Files never advertise Xet, so huggingface_hub always
+  uses plain HTTP. By default files are served directly; ``redirect_to_cdn()`` makes
+  ``/resolve/`` of LFS files answer ``302`` to a signed URL on a second server (the
+  "CDN", another loopback host, ``127.0.0.2``), as the real Hub does; its signed URLs
+  can be made to expire after a number of requests (``403``, as an expired S3 URL).
+
+``pace(bytes_per_s)`` limits every response body (hence every connection) to that rate,
+as a CDN caps each connection. ``fail_with_status(..., retry_after=N)`` answers with a
+``Retry-After`` header (the 429 mode).
 
 Errors carry the ``X-Error-Code`` header (``RepoNotFound``, ``RevisionNotFound``,
 ``EntryNotFound``) that ``hf_raise_for_status`` maps to ``RepositoryNotFoundError``,
@@ -36,6 +43,7 @@ import os
 import socket
 import struct
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -77,6 +85,9 @@ class RequestRecord:
     status: int | None = None
     body_bytes: int = 0
     dropped: bool = False
+    host: str = "hub"  # or "cdn": the server of redirect targets
+    authorization: bool = False  # the request carried an Authorization header
+    at: float = 0.0  # time.monotonic() at arrival
 
 
 @dataclass
@@ -95,6 +106,16 @@ class _StatusFault:
     status: int
     remaining: int
     methods: frozenset[str]
+    retry_after: str | None = None
+
+
+@dataclass
+class _Signed:
+    """One signed CDN URL: which file it serves and how many more requests it accepts (None: any)."""
+
+    repo_id: str
+    filename: str
+    uses_left: int | None
 
 
 @dataclass(frozen=True)
@@ -174,9 +195,10 @@ class _Server(ThreadingHTTPServer):
     block_on_close = False
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], hub: FakeHub):
+    def __init__(self, address: tuple[str, int], hub: FakeHub, *, cdn: bool = False):
         super().__init__(address, _Handler)
         self.hub = hub
+        self.cdn = cdn
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -217,7 +239,8 @@ class _Handler(BaseHTTPRequestHandler):
         hub = self.server.hub
         split = urlsplit(self.path)
         rec = RequestRecord(method=self.command, path=unquote(split.path), query=split.query,
-                            range=self.headers.get("Range"))
+                            range=self.headers.get("Range"), host="cdn" if self.server.cdn else "hub",
+                            authorization=self.headers.get("Authorization") is not None, at=time.monotonic())
         hub._record(rec)
         body = b""
         length = int(self.headers.get("Content-Length") or 0)
@@ -266,6 +289,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _route(self, rec: RequestRecord, raw_path: str, query: dict[str, list[str]], body: bytes) -> None:
         hub = self.server.hub
         segs = raw_path.strip("/").split("/")
+        if self.server.cdn:
+            self._route_cdn(rec, segs)
+            return
         if len(segs) >= 2 and segs[0] == "api" and segs[1] in {"datasets", "spaces"}:
             raise _HttpError(404, "RepoNotFound", "Repository not found")
         if len(segs) >= 4 and segs[0] == "api" and segs[1] == "models":
@@ -315,16 +341,33 @@ class _Handler(BaseHTTPRequestHandler):
             return
         raise _HttpError(404, None, f"Not found: {self.path}")
 
+    def _route_cdn(self, rec: RequestRecord, segs: list[str]) -> None:
+        """``/<token>/<file name>`` on the CDN server: the signed URL the Hub redirected to."""
+        hub = self.server.hub
+        if self.command not in {"GET", "HEAD"} or len(segs) < 2:
+            raise _HttpError(404, None, f"Not found: {self.path}")
+        signed = hub._use_signed(unquote(segs[0]))
+        if signed is None:  # what S3/CloudFront answer to an expired or unknown signature
+            raise _HttpError(403, None, "AccessDenied: Request has expired")
+        rec.repo_id, rec.filename = signed.repo_id, signed.filename
+        repo = hub._repo(signed.repo_id)
+        self._serve_file(rec, repo, repo.resolve("main") or "", signed.filename, direct=True)
+
     # -- file serving ---------------------------------------------------------------
 
-    def _serve_file(self, rec: RequestRecord, repo: _Repo, sha: str, filename: str) -> None:
+    def _serve_file(self, rec: RequestRecord, repo: _Repo, sha: str, filename: str, *, direct: bool = False) -> None:
         hub = self.server.hub
         entry = hub._file_entry(repo, filename)
         if entry is None:
             raise _HttpError(404, "EntryNotFound", "Entry not found", {"X-Repo-Commit": sha})
-        hub._check_status_fault(repo.repo_id, filename, self.command)
         git_oid, sha256 = hub._hashes(entry)
         lfs = hub._is_lfs(entry)
+        if not direct and lfs and hub._cdn is not None:  # the Hub: a redirect to a signed CDN URL
+            location = hub._sign(repo.repo_id, filename)
+            self._send_bytes(rec, 302, b"", {"Location": location, "X-Repo-Commit": sha, "ETag": f'"{sha256}"',
+                                             "X-Linked-Etag": f'"{sha256}"', "X-Linked-Size": str(entry.size)})
+            return
+        hub._check_status_fault(repo.repo_id, filename, self.command)
         headers = {
             "Content-Type": "application/octet-stream" if lfs else "text/plain; charset=utf-8",
             "Accept-Ranges": "bytes",
@@ -351,6 +394,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         drop = hub._take_drop_fault(repo.repo_id, filename, length)
         limit = length if drop is None else drop.after
+        rate = hub._pace
+        began = time.monotonic()
         with open(entry.abspath, "rb") as f:
             f.seek(start)
             left = limit
@@ -358,6 +403,10 @@ class _Handler(BaseHTTPRequestHandler):
                 chunk = f.read(min(_CHUNK, left))
                 if not chunk:
                     break
+                if rate:  # this connection's cap: a chunk leaves only once rate * elapsed covers it
+                    ahead = began + (limit - left + len(chunk)) / rate - time.monotonic()
+                    if ahead > 0:
+                        time.sleep(ahead)
                 hub._count_bytes(rec, len(chunk))  # counted first: a test may assert as soon as it has the bytes
                 self.wfile.write(chunk)
                 left -= len(chunk)
@@ -415,6 +464,12 @@ class FakeHub:
         self._connections: set[socket.socket] = set()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+        self._cdn: _Server | None = None
+        self._cdn_thread: threading.Thread | None = None
+        self._cdn_host = "127.0.0.2"
+        self._signed: dict[str, _Signed] = {}
+        self._signed_uses: int | None = None
+        self._pace = 0.0
         for repo_id, path in repos.items():
             self.add_repo(repo_id, path, (revisions or {}).get(repo_id))
 
@@ -451,6 +506,12 @@ class FakeHub:
         server, self._server = self._server, None
         if server is None:
             return
+        cdn, self._cdn = self._cdn, None
+        if cdn is not None:
+            cdn.shutdown()
+            cdn.server_close()
+            if self._cdn_thread is not None:
+                self._cdn_thread.join(timeout=5)
         server.shutdown()
         with self._lock:
             connections = list(self._connections)
@@ -490,6 +551,46 @@ class FakeHub:
         """The ``/resolve/`` URL huggingface_hub would build for this file."""
         return f"{self.endpoint}/{repo_id}/resolve/{quote(revision, safe='')}/{quote(filename)}"
 
+    # -- CDN redirects and pacing ----------------------------------------------------
+
+    def redirect_to_cdn(self, *, uses: int | None = None, host: str = "127.0.0.2") -> str:
+        """From now on ``/resolve/`` of LFS files answers ``302`` to a signed URL on a second server.
+
+        The second server listens on another loopback host (``host``, so huggingface_hub
+        treats it as off-Hub and drops the ``authorization`` header) and serves the same
+        bytes with the same Range semantics, faults and pacing. With ``uses`` every signed URL
+        accepts that many requests, then answers ``403`` (an expired signature); a new
+        ``/resolve/`` hands out a fresh one. Returns the CDN's base URL.
+        """
+        if self._server is None:
+            raise RuntimeError("start the FakeHub first")
+        with self._lock:
+            self._signed_uses = uses
+        if self._cdn is None:
+            self._cdn_host = host
+            self._cdn = _Server((host, 0), self, cdn=True)
+            self._cdn_thread = threading.Thread(target=self._cdn.serve_forever, kwargs={"poll_interval": 0.05},
+                                                name=f"FakeHub-CDN:{self._cdn.server_address[1]}", daemon=True)
+            self._cdn_thread.start()
+        return self.cdn_endpoint
+
+    @property
+    def cdn_endpoint(self) -> str:
+        if self._cdn is None:
+            raise RuntimeError("redirect_to_cdn() was not called")
+        host, port = self._cdn.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def expire_signed_urls(self) -> None:
+        """Every signed URL handed out so far answers ``403`` from now on."""
+        with self._lock:
+            self._signed.clear()
+
+    def pace(self, bytes_per_s: float | None) -> None:
+        """Send every response body at most at ``bytes_per_s`` (per response, hence per connection); None: unpaced."""
+        with self._lock:
+            self._pace = float(bytes_per_s or 0.0)
+
     # -- fault injection ----------------------------------------------------------
 
     def fail_after_bytes(self, repo_id: str, filename: str, after: int, times: int = 1, *,
@@ -508,18 +609,21 @@ class FakeHub:
             self._drop_faults.setdefault((repo_id, filename), []).append(_DropFault(after, times, reset))
 
     def fail_with_status(self, repo_id: str, filename: str | None = None, *, status: int = 503, times: int = 1,
-                         methods: Iterable[str] = ("GET", "HEAD")) -> None:
+                         methods: Iterable[str] = ("GET", "HEAD"), retry_after: float | str | None = None) -> None:
         """Answer ``status`` to the next ``times`` matching requests.
 
-        With ``filename`` it hits ``/resolve/`` requests for that file (after the
-        existence check); without, the repo's ``/api/`` requests (info, tree, paths-info).
+        With ``filename`` it hits the requests that would serve that file's bytes (after
+        the existence check): ``/resolve/``, or the CDN's signed URL when redirecting;
+        without, the repo's ``/api/`` requests (info, tree, paths-info). ``retry_after``
+        adds a ``Retry-After`` header (seconds, or an HTTP date as a string).
         huggingface_hub retries 429/5xx with backoff in most code paths.
         """
         if times < 1:
             raise ValueError("times must be >= 1")
         with self._lock:
             self._status_faults.setdefault((repo_id, filename), []).append(
-                _StatusFault(status, times, frozenset(m.upper() for m in methods)))
+                _StatusFault(status, times, frozenset(m.upper() for m in methods),
+                             None if retry_after is None else str(retry_after)))
 
     def clear_faults(self) -> None:
         """Forget every pending fault."""
@@ -609,7 +713,25 @@ class FakeHub:
             fault.remaining -= 1
             if fault.remaining == 0:
                 queue.pop(0)
-        raise _HttpError(fault.status, None, f"Injected failure ({fault.status})")
+        headers = {"Retry-After": fault.retry_after} if fault.retry_after is not None else None
+        raise _HttpError(fault.status, None, f"Injected failure ({fault.status})", headers)
+
+    def _sign(self, repo_id: str, filename: str) -> str:
+        token = os.urandom(12).hex()
+        with self._lock:
+            self._signed[token] = _Signed(repo_id, filename, self._signed_uses)
+        return f"{self.cdn_endpoint}/{token}/{quote(filename)}"
+
+    def _use_signed(self, token: str) -> _Signed | None:
+        with self._lock:
+            signed = self._signed.get(token)
+            if signed is None:
+                return None
+            if signed.uses_left is not None:
+                if signed.uses_left <= 0:
+                    return None
+                signed.uses_left -= 1
+            return signed
 
     def _repo(self, repo_id: str) -> _Repo:
         with self._lock:

@@ -264,3 +264,86 @@ def test_hub_client_retries_and_final_error(hub: FakeHub, repo_dir: Path, tmp_pa
         HfApi(endpoint=hub.endpoint, token=False).model_info(REPO)
     assert api_err.value.response.status_code == 500
     assert HfApi(endpoint=hub.endpoint, token=False).model_info(REPO).sha == SHA
+
+
+# ----------------------------------------------------------------------------- CDN, pacing, Retry-After
+
+
+def test_redirect_to_cdn_like_the_hub(hub: FakeHub, repo_dir: Path, tmp_path: Path) -> None:
+    """/resolve/ answers 302 to a signed URL on another host; the client follows with Range and without the token."""
+    from huggingface_hub import get_hf_file_metadata
+
+    data = (repo_dir / SHARD2).read_bytes()
+    cdn = hub.redirect_to_cdn()
+    assert cdn.startswith("http://127.0.0.2:")
+    meta = get_hf_file_metadata(hub.file_url(REPO, SHARD2), token="hf_secret")
+    assert meta.location.startswith(cdn) and meta.size == len(data) and meta.commit_hash == SHA
+    with httpx.Client(follow_redirects=True) as client:
+        got = client.get(hub.file_url(REPO, SHARD2), headers={"Range": "bytes=100-199",
+                                                              "Authorization": "Bearer hf_secret"})
+    assert got.status_code == 206 and got.content == data[100:200]
+    first, second = hub.requests[-2:]
+    assert (first.host, first.status, first.authorization) == ("hub", 302, True)
+    assert (second.host, second.status, second.range, second.authorization) == ("cdn", 206, "bytes=100-199", False)
+    assert second.filename == SHARD2 and hub.bytes_served(REPO, SHARD2) == 100
+    # small (non-LFS) files are served by the Hub itself, and huggingface_hub downloads through the redirect
+    assert hf_hub_download(REPO, "config.json", endpoint=hub.endpoint, cache_dir=tmp_path / "c", token=False)
+    path = hf_hub_download(REPO, SHARD2, endpoint=hub.endpoint, cache_dir=tmp_path / "c", token=False)
+    assert Path(path).read_bytes() == data
+
+
+def test_signed_urls_expire(hub: FakeHub, repo_dir: Path) -> None:
+    from huggingface_hub import get_hf_file_metadata
+
+    hub.redirect_to_cdn(uses=1)
+    location = get_hf_file_metadata(hub.file_url(REPO, SHARD2)).location
+    with httpx.Client() as client:
+        assert client.get(location, headers={"Range": "bytes=0-9"}).status_code == 206
+        assert client.get(location, headers={"Range": "bytes=0-9"}).status_code == 403  # used up
+        hub.redirect_to_cdn()  # unlimited from now on
+        fresh = get_hf_file_metadata(hub.file_url(REPO, SHARD2)).location
+        assert fresh != location and client.get(fresh, headers={"Range": "bytes=0-9"}).status_code == 206
+        hub.expire_signed_urls()
+        assert client.get(fresh, headers={"Range": "bytes=0-9"}).status_code == 403
+
+
+def test_pacing_caps_each_response(hub: FakeHub, repo_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """200 kB at 1 MB/s: the server holds each chunk back until 1 MB/s of elapsed time covers it.
+
+    The fake Hub's clock is replaced by one that only its own sleeps advance, so the sleeps
+    add up to exactly bytes / rate however fast the machine is.
+    """
+    import fake_hub
+
+    class Clock:
+        now = 0.0
+        slept: list[float] = []
+
+        def monotonic(self) -> float:
+            return self.now
+
+        def sleep(self, seconds: float) -> None:
+            self.slept.append(seconds)
+            self.now += seconds
+    clock = Clock()
+    monkeypatch.setattr(fake_hub, "time", clock)
+    hub.pace(1_000_000)
+    with httpx.Client() as client:
+        got = client.get(hub.file_url(REPO, SHARD2), headers={"Range": "bytes=0-199999"})
+    assert got.status_code == 206 and got.content == (repo_dir / SHARD2).read_bytes()[:200_000]
+    assert sum(clock.slept) == pytest.approx(0.2) and len(clock.slept) == 4  # 64 KiB chunks, the first held too
+    hub.pace(None)
+    clock.slept.clear()
+    client = httpx.Client()
+    assert client.get(hub.file_url(REPO, SHARD2), headers={"Range": "bytes=0-199999"}).status_code == 206
+    client.close()
+    assert clock.slept == []
+
+
+def test_status_fault_with_retry_after(hub: FakeHub) -> None:
+    hub.fail_with_status(REPO, SHARD2, status=429, times=1, methods=["GET"], retry_after=3)
+    with httpx.Client() as client:
+        first = client.get(hub.file_url(REPO, SHARD2), headers={"Range": "bytes=0-9"})
+        second = client.get(hub.file_url(REPO, SHARD2), headers={"Range": "bytes=0-9"})
+    assert first.status_code == 429 and first.headers["Retry-After"] == "3"
+    assert second.status_code == 206 and "Retry-After" not in second.headers

@@ -115,9 +115,16 @@ def format_report(report: GraftReport) -> str:
         reuse = f", {shard.reused_tensors} reused" if shard.reused_tensors else ""
         lines.append(f"  {shard.name}: {shard.tensors} tensors, {shard.bytes:,} bytes ({shard.role}{reuse})")
     if report.bytes_copied or report.bytes_reused:
-        lines.append(_row("copied", f"{report.bytes_copied:,} bytes via {report.copy_method} in "
+        t = report.transfer
+        streams = f", {t['streams']} streams" if t.get("streams", 0) > 1 else ""
+        lines.append(_row("copied", f"{report.bytes_copied:,} bytes via {report.copy_method}{streams} in "
                                     f"{report.elapsed_s:.1f} s{_rate(report.bytes_copied, report.elapsed_s)}"
                           + (f"; {report.bytes_reused:,} bytes reused" if report.bytes_reused else "")))
+        if t.get("source") == "hub" and t.get("rate_bytes_per_s"):
+            extra = f", {t['retries']} retried" if t.get("retries") else ""
+            extra += f", paused {t['throttle_wait_s']:.1f} s by 429/503" if t.get("throttled") else ""
+            lines.append(" " * LABEL_WIDTH + f"Hub transfer: {t['bytes'] / t['seconds'] / 1e6:.1f} MB/s over "
+                                              f"{t['streams']} stream(s), {t['requests']} Range request(s){extra}")
     for edit in report.config_edits:
         lines.append(f"  edited {edit}")
     if report.backups:
@@ -159,8 +166,16 @@ def _progress(total: int, quiet: bool, desc: str) -> Iterator[Any]:
         yield bar.update
 
 
-def _run(plan: GraftPlan, args: argparse.Namespace, desc: str) -> int:
+def _workers(args: argparse.Namespace) -> int | None:
+    """``--workers N``, else ``SGLANG_GLM_MTP_WORKERS``; checked before any planning (bad value: exit 2)."""
+    from ..graft.copying import parse_workers, workers_from_env
+
+    return parse_workers(args.workers) or workers_from_env()
+
+
+def _run(plan: GraftPlan, args: argparse.Namespace, desc: str, workers: int | None) -> int:
     from ..graft import execute
+    from ..graft.copying import DEFAULT_WORKERS
 
     if args.dry_run:
         if args.json:
@@ -169,8 +184,10 @@ def _run(plan: GraftPlan, args: argparse.Namespace, desc: str) -> int:
             _out(format_plan(plan))
         return 0 if plan.enough_space or plan.finish_only else 1
     total = sum(s.payload for s in plan.shards)
+    if getattr(plan.source_obj, "is_remote", False):  # one bar for all streams: aggregate rate and ETA
+        desc = f"{desc} ({workers or DEFAULT_WORKERS} streams)"
     with _progress(total, args.json, desc) as update:
-        report = execute(plan, progress=update)
+        report = execute(plan, progress=update, workers=workers)
     if args.json:
         _emit_json({"dry_run": False, "plan": plan.to_json(), "result": report.to_json()})
     else:
@@ -181,17 +198,23 @@ def _run(plan: GraftPlan, args: argparse.Namespace, desc: str) -> int:
 def _graft(args: argparse.Namespace) -> int:
     from ..graft import plan_graft
 
+    workers = _workers(args)
     plan = plan_graft(args.source, args.target, out=args.out, overlay_only=args.overlay_only, force=args.force,
                       max_shard_size=parse_size(args.max_shard_size), layer=args.layer, endpoint=args.endpoint,
                       allow_other_release=args.allow_other_release)
-    return _run(plan, args, "graft")
+    return _run(plan, args, "graft", workers)
 
 
 def _extract(args: argparse.Namespace) -> int:
     from ..extract import plan_extract
 
+    workers = _workers(args)
     plan = plan_extract(args.source, args.out, endpoint=args.endpoint)
-    return _run(plan, args, "extract")
+    return _run(plan, args, "extract", workers)
+
+
+WORKERS_HELP = ("concurrent HTTP Range streams when SOURCE is a Hub id (default 8, like hf download; env "
+                "SGLANG_GLM_MTP_WORKERS); a local SOURCE uses at most 4")
 
 
 def _register(sub: Any) -> None:
@@ -204,7 +227,9 @@ def _register(sub: Any) -> None:
     graft.add_argument("--from", dest="source", required=True, metavar="SOURCE",
                        help="checkpoint that holds the draft layer: local dir or Hub id org/name[@revision]")
     graft.add_argument("--into", dest="target", required=True, metavar="TARGET",
-                       help="local checkpoint whose draft layer is missing or incomplete")
+                       help="local checkpoint whose draft layer is missing or incomplete; or org/name[@revision] "
+                            "when the Hugging Face cache holds it (hf download without --local-dir): then --out is "
+                            "required and the overlay links the cached files")
     graft.add_argument("--out", metavar="OVERLAY_DIR",
                        help="leave TARGET untouched; write new shards, index, configs and small files here "
                             "(TARGET's shards are symlinked, so the folder loads as is)")
@@ -222,6 +247,7 @@ def _register(sub: Any) -> None:
     graft.add_argument("--dry-run", action="store_true",
                        help="print the plan (byte ranges, bytes to read and write, files, config edits); write nothing")
     graft.add_argument("--json", action="store_true", help="machine-readable plan and result on stdout")
+    graft.add_argument("--workers", default=None, metavar="N", help=WORKERS_HELP)
     graft.add_argument("--endpoint", default=None, help=argparse.SUPPRESS)
 
     extract = sub.add_parser(
@@ -234,6 +260,7 @@ def _register(sub: Any) -> None:
     extract.add_argument("--out", required=True, metavar="DIR", help="new or empty output directory")
     extract.add_argument("--dry-run", action="store_true", help="print the plan; write nothing")
     extract.add_argument("--json", action="store_true", help="machine-readable plan and result on stdout")
+    extract.add_argument("--workers", default=None, metavar="N", help=WORKERS_HELP)
     extract.add_argument("--endpoint", default=None, help=argparse.SUPPRESS)
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 from ..checkpoint.families import Config, ModelFamily, family_for
 from ..checkpoint.inspection import inspect_checkpoint as inspect
 from ..checkpoint.report import DAMAGE_CODES, InspectionReport
-from ..checkpoint.source import CheckpointSource, open_checkpoint
+from ..checkpoint.source import (CheckpointSource, LocalCheckpoint, is_hub_repo_id, open_checkpoint,
+                                 resolve_cached_hub_snapshot)
 from ..errors import CheckpointUnreadable, GraftError, UsageError
 from .records import layer_prefix
 
@@ -32,6 +33,40 @@ def local_dir(spec: str | Path, role: str) -> Path:
         raise UsageError(f"{role} must be a local directory, not a Hub id; download it first: "
                          f"hf download {str(spec).split('@')[0]} --local-dir ./{name}")
     raise CheckpointUnreadable(f"no such directory: {spec}")
+
+
+def cached_target(spec: str | Path, out: Path | None) -> Path | None:
+    """TARGET given as ``org/name[@revision]`` that the local Hugging Face cache holds: its snapshot folder.
+
+    That is what ``hf download org/name`` (no ``--local-dir``) leaves and what
+    ``--model-path org/name`` serves. The cache is never written into, so ``--out`` is
+    required (the overlay links the cached blobs), and an incomplete snapshot is refused with
+    the plugin's own rule (``cache_holds_checkpoint``). None when TARGET is not such an id or
+    not cached (``local_dir`` then says how to download it).
+    """
+    text = str(spec)
+    if isinstance(spec, Path) or Path(text).expanduser().exists() or text.startswith((".", "/", "~")) \
+            or not is_hub_repo_id(text.split("@")[0]):
+        return None
+    repo, _, revision = text.partition("@")
+    snapshot = resolve_cached_hub_snapshot(repo, revision or None)
+    if snapshot is None:  # huggingface_hub hands out complete snapshots only; find a partial one to name it
+        from huggingface_hub import try_to_load_from_cache
+
+        config = try_to_load_from_cache(repo, "config.json", revision=revision or None)
+        if not isinstance(config, str):
+            return None
+        snapshot = Path(config).parent
+    if out is None:
+        raise UsageError(f"TARGET {text} is the Hugging Face cache snapshot {snapshot}, which graft never writes "
+                         "into; add --out DIR to write an overlay that links the cached shards")
+    from ..plugin.draft_source import cache_holds_checkpoint
+
+    complete, why = cache_holds_checkpoint(LocalCheckpoint(snapshot))
+    if not complete:
+        raise GraftError(f"TARGET {text}: the Hugging Face cache snapshot {snapshot} is incomplete ({why}); finish "
+                         f"the download first: hf download {text.replace('@', ' --revision ')}")
+    return snapshot
 
 
 def source_report(source: CheckpointSource) -> tuple[InspectionReport, ModelFamily]:

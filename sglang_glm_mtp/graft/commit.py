@@ -112,7 +112,10 @@ def commit(plan: GraftPlan, report: GraftReport) -> None:
     if plan.mode == "overlay":
         assert plan.target_dir is not None
         for name in plan.links:
-            _replace_link(dest / name, plan.target_dir / name)
+            link_to = plan.target_dir / name
+            if plan.target_cache:  # the blob itself: the snapshot's own links are relative to the snapshot
+                link_to = Path(os.path.realpath(link_to))
+            _replace_link(dest / name, link_to)
         report.links = len(plan.links)
     for name in plan.small_files:
         _copy_small(plan, name)

@@ -13,7 +13,12 @@ the copy must cost about what ``cp`` costs on the same disk.
   reads into a reusable buffer and writes it back (``READ_CHUNK``).
 * Hub source (``readers.HubReader``): bytes streamed into a reusable buffer. The CRC of
   the source bytes is taken on that buffer as it arrives; the written bytes are hashed
-  again from the file.
+  again from the file. A CDN caps each connection, so the plan is cut into segments of
+  about equal bytes (``split_segments``, cutting inside runs and tensors) that
+  ``workers`` concurrent streams (default 8, as ``hf download``) take from a queue, each
+  on its own connection with one ``HUB_CHUNK`` buffer. A segment of a split tensor is
+  verified like a tensor (its own pair of hashes, source vs written) and journaled on its
+  own; a tensor is verified when disjoint verified segments tile it (``write.py``).
 
 The checksum is xxh3-64 where ``xxhash`` is installed, CRC32 otherwise (``checksum.py``).
 
@@ -57,6 +62,19 @@ QUEUE_DEPTH = 3
 STREAMS = 4
 #: Below this many bytes per stream, one stream: threads would cost more than they save.
 MIN_STREAM_BYTES = 64 << 20
+#: Concurrent HTTP Range streams for Hub sources, as ``hf download`` runs 8 workers: a CDN
+#: caps each connection, so the layer arrives at about ``workers`` x the per-connection rate.
+DEFAULT_WORKERS = 8
+MAX_WORKERS = 64
+WORKERS_ENV = "SGLANG_GLM_MTP_WORKERS"
+#: Hub plans are cut into segments of about equal bytes, this many per stream, that the
+#: streams take from a shared queue (a slow connection takes fewer); a segment is one Range
+#: request and the unit of verification and resume when it cuts a tensor.
+SEGMENTS_PER_STREAM = 4
+MIN_SEGMENT = 8 << 20
+MAX_SEGMENT = 256 << 20
+#: Userspace buffer of one Hub stream (and of its verifier): 8 streams hold 64 MB.
+HUB_CHUNK = 4 << 20
 
 SLOW_COPY_ENV = "SGLANG_GLM_MTP_TEST_SLOW_COPY"
 
@@ -88,15 +106,46 @@ def hash_range(fd: int, offset: int, nbytes: int, buf: memoryview, hasher: Hashe
 # ----------------------------------------------------------------------------- copying
 
 
+def parse_workers(value: str | int | None, where: str = "--workers") -> int | None:
+    """A number of concurrent streams, 1..MAX_WORKERS; None when not given. UsageError otherwise."""
+    from ..errors import UsageError
+
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    try:
+        n = int(str(value).strip())
+    except ValueError:
+        raise UsageError(f"{where} must be a whole number of streams from 1 to {MAX_WORKERS}, got {value!r}") from None
+    if not 1 <= n <= MAX_WORKERS:
+        raise UsageError(f"{where} must be from 1 to {MAX_WORKERS} concurrent streams, got {n}")
+    return n
+
+
+def workers_from_env() -> int | None:
+    """``SGLANG_GLM_MTP_WORKERS`` (huggingface_hub has no environment variable for ``hf download --max-workers``)."""
+    return parse_workers(os.environ.get(WORKERS_ENV), WORKERS_ENV)
+
+
 @dataclass(frozen=True)
 class Piece:
-    """One tensor's bytes: where they come from and where they go."""
+    """One tensor's bytes, or a segment of them: where they come from and where they go."""
 
     name: str
     reader: str  # key into the readers mapping
     src_offset: int
     dst_offset: int
     nbytes: int
+    offset: int = 0  # of this segment inside the tensor
+    tensor_nbytes: int | None = None  # the whole tensor's size when this is a segment of it
+
+    @property
+    def whole(self) -> bool:
+        return self.tensor_nbytes is None or (self.offset == 0 and self.nbytes == self.tensor_nbytes)
+
+    def part(self, start: int, nbytes: int) -> Piece:
+        """``nbytes`` of this piece from ``start`` (relative to the piece), as a segment of the tensor."""
+        return Piece(self.name, self.reader, self.src_offset + start, self.dst_offset + start, nbytes,
+                     self.offset + start, self.nbytes if self.tensor_nbytes is None else self.tensor_nbytes)
 
 
 @dataclass
@@ -104,13 +153,16 @@ class CopyStats:
     bytes_copied: int = 0
     used_copy_file_range: bool = False
     used_userspace: bool = False
+    streams: int = 1  # concurrent streams the copy ran
+    segments: int = 0  # Hub plans: segments the bytes were cut into
 
 
 class _Verifier(threading.Thread):
     """Hashes copied ranges (source and destination) one chunk behind the copier."""
 
-    def __init__(self, dst_fd: int, dst_display: str) -> None:
+    def __init__(self, dst_fd: int, dst_display: str, buf_size: int = HASH_CHUNK) -> None:
         super().__init__(name="graft-verify", daemon=True)
+        self.buf_size = buf_size
         self.dst_fd = dst_fd
         self.dst_display = dst_display
         self.jobs: queue.Queue[tuple[Any, ...] | None] = queue.Queue(maxsize=QUEUE_DEPTH)
@@ -120,7 +172,7 @@ class _Verifier(threading.Thread):
         self._dst: dict[int, Hasher] = {}
 
     def run(self) -> None:
-        buf = memoryview(bytearray(HASH_CHUNK))
+        buf = memoryview(bytearray(self.buf_size))
         try:
             while (chunk := self.jobs.get()) is not None:
                 for index, reader, src_offset, dst_offset, nbytes, last, inline_digest in chunk:
@@ -167,16 +219,16 @@ def _runs(pieces: Sequence[Piece]) -> list[list[int]]:
     return runs
 
 
-def split_streams(pieces: Sequence[Piece], readers: Mapping[str, RangeReader]) -> list[list[Piece]]:
-    """Contiguous groups of whole tensors, about equal in bytes, one per concurrent stream.
+def split_streams(pieces: Sequence[Piece], readers: Mapping[str, RangeReader],
+                  streams: int = STREAMS) -> list[list[Piece]]:
+    """Local plans: contiguous groups of whole tensors, about equal in bytes, one per concurrent stream.
 
-    Remote readers hold one HTTP stream each and are not shared between threads: a plan
-    that reads from the Hub is copied as one stream.
+    (Hub plans are cut by ``split_segments`` instead.)
     """
     total = sum(p.nbytes for p in pieces)
     if any(readers[p.reader].fileno() is None for p in pieces):
         return [list(pieces)] if pieces else []
-    streams = max(1, min(STREAMS, total // max(1, MIN_STREAM_BYTES)))
+    streams = max(1, min(streams, total // max(1, MIN_STREAM_BYTES)))
     groups: list[list[Piece]] = [[]]
     done = 0
     for piece in pieces:
@@ -187,17 +239,117 @@ def split_streams(pieces: Sequence[Piece], readers: Mapping[str, RangeReader]) -
     return [g for g in groups if g]
 
 
+def split_segments(pieces: Sequence[Piece], streams: int) -> list[list[Piece]]:
+    """Hub plans: the bytes in plan order, cut into segments of about equal size.
+
+    A cut inside a tensor splits it (``Piece.part``): one 5 GB run or tensor becomes many
+    segments that several streams fetch at once. Segment size: the bytes over
+    ``streams * SEGMENTS_PER_STREAM``, within ``[MIN_SEGMENT, MAX_SEGMENT]``.
+    """
+    total = sum(p.nbytes for p in pieces)
+    if not pieces:
+        return []
+    size = min(MAX_SEGMENT, max(MIN_SEGMENT, -(-total // max(1, streams * SEGMENTS_PER_STREAM))))
+    segments: list[list[Piece]] = [[]]
+    room = size
+    for piece in pieces:
+        if piece.nbytes == 0:
+            segments[-1].append(piece)
+            continue
+        start = 0
+        while start < piece.nbytes:
+            if room == 0:
+                segments.append([])
+                room = size
+            n = min(room, piece.nbytes - start)
+            segments[-1].append(piece if n == piece.nbytes else piece.part(start, n))
+            start += n
+            room -= n
+    return [seg for seg in segments if seg]
+
+
 def copy_parallel(dst_fd: int, dst_display: str, pieces: Sequence[Piece], readers: Mapping[str, RangeReader], *,
                   progress: Callable[[int], None] | None = None,
-                  verified: Callable[[Piece, int], None] | None = None) -> CopyStats:
-    """``copy_pieces`` over ``split_streams`` groups at once (positional I/O on shared fds is thread-safe).
+                  verified: Callable[[Piece, int], None] | None = None,
+                  workers: int | None = None) -> CopyStats:
+    """Copy ``pieces`` with concurrent streams (positional I/O on shared fds is thread-safe).
+
+    * Local sources: ``split_streams`` groups, at most ``min(STREAMS, workers)``, one
+      ``copy_pieces`` each.
+    * Hub sources: ``workers`` streams (default ``DEFAULT_WORKERS``), each with its own
+      reader per file (its own connection) and one reusable ``HUB_CHUNK`` buffer, take
+      ``split_segments`` segments from a shared queue.
 
     Callbacks are serialised with a lock; the first error stops the other streams at their
-    next chunk and is raised here.
+    next chunk and is raised here. ``verified(piece, digest)`` is called per piece: a whole
+    tensor, or a segment of one (``piece.whole``).
     """
-    groups = split_streams(pieces, readers)
+    workers = workers or DEFAULT_WORKERS
+    if any(readers[p.reader].fileno() is None for p in pieces):
+        return _copy_segments(dst_fd, dst_display, pieces, readers, progress, verified, workers)
+    groups = split_streams(pieces, readers, min(STREAMS, workers))
     if len(groups) <= 1:
         return copy_pieces(dst_fd, dst_display, pieces, readers, progress=progress, verified=verified)
+
+    def work(i: int, progress: Any, verified: Any, stop: threading.Event) -> CopyStats:
+        return copy_pieces(dst_fd, dst_display, groups[i], readers, progress=progress, verified=verified, stop=stop)
+
+    total = _total(_concurrently(len(groups), work, progress, verified))
+    total.streams = len(groups)
+    return total
+
+
+def _copy_segments(dst_fd: int, dst_display: str, pieces: Sequence[Piece], readers: Mapping[str, RangeReader],
+                   progress: Callable[[int], None] | None, verified: Callable[[Piece, int], None] | None,
+                   workers: int) -> CopyStats:
+    segments = split_segments(pieces, workers)
+    streams = max(1, min(workers, len(segments)))
+    queue_lock = threading.Lock()
+    todo = iter(segments)
+
+    def work(i: int, progress: Any, verified: Any, stop: threading.Event) -> CopyStats:
+        own = {key: (r.for_stream() if i and r.fileno() is None and hasattr(r, "for_stream") else r)  # type: ignore[attr-defined]
+               for key, r in readers.items()}
+        buf = memoryview(bytearray(HUB_CHUNK))
+        stats = CopyStats()
+        try:
+            while True:
+                with queue_lock:
+                    segment = next(todo, None)
+                if segment is None:
+                    return stats
+                one = copy_pieces(dst_fd, dst_display, segment, own, progress=progress, verified=verified,
+                                  stop=stop, buf=buf, hash_buf_size=HUB_CHUNK)
+                stats.bytes_copied += one.bytes_copied
+                stats.used_userspace |= one.used_userspace
+                stats.used_copy_file_range |= one.used_copy_file_range
+        finally:
+            for key, r in own.items():
+                if r is not readers[key]:
+                    r.close()
+
+    total = _total(_concurrently(streams, work, progress, verified))
+    total.streams, total.segments = streams, len(segments)
+    logger.info("copied %s bytes from the Hub as %d segments over %d streams", f"{total.bytes_copied:,}",
+                len(segments), streams)
+    return total
+
+
+def _total(results: Sequence[CopyStats]) -> CopyStats:
+    total = CopyStats()
+    for r in results:
+        total.bytes_copied += r.bytes_copied
+        total.used_copy_file_range |= r.used_copy_file_range
+        total.used_userspace |= r.used_userspace
+    return total
+
+
+def _concurrently(n: int, work: Callable[[int, Any, Any, threading.Event], CopyStats],
+                  progress: Callable[[int], None] | None,
+                  verified: Callable[[Piece, int], None] | None) -> list[CopyStats]:
+    """Run ``work(i, progress, verified, stop)`` for i in range(n) on n threads; the first error stops all."""
+    if n == 1:
+        return [work(0, progress, verified, threading.Event())]
     lock = threading.Lock()
     stop = threading.Event()
 
@@ -215,18 +367,16 @@ def copy_parallel(dst_fd: int, dst_display: str, pieces: Sequence[Piece], reader
     results: list[CopyStats] = []
     errors: list[BaseException] = []
 
-    def work(group: list[Piece]) -> None:
+    def run(i: int) -> None:
         try:
-            results.append(copy_pieces(dst_fd, dst_display, group, readers, progress=guarded(progress),
-                                       verified=guarded(verified), stop=stop))
+            results.append(work(i, guarded(progress), guarded(verified), stop))
         except _Stopped:
             pass
         except BaseException as exc:  # re-raised in the calling thread
             stop.set()
             errors.append(exc)
 
-    threads = [threading.Thread(target=work, args=(g,), name=f"graft-copy-{i}", daemon=True)
-               for i, g in enumerate(groups)]
+    threads = [threading.Thread(target=run, args=(i,), name=f"graft-copy-{i}", daemon=True) for i in range(n)]
     for t in threads:
         t.start()
     try:
@@ -239,12 +389,7 @@ def copy_parallel(dst_fd: int, dst_display: str, pieces: Sequence[Piece], reader
         raise
     if errors:
         raise errors[0]
-    total = CopyStats()
-    for r in results:
-        total.bytes_copied += r.bytes_copied
-        total.used_copy_file_range |= r.used_copy_file_range
-        total.used_userspace |= r.used_userspace
-    return total
+    return results
 
 
 class _Stopped(Exception):
@@ -254,7 +399,8 @@ class _Stopped(Exception):
 def copy_pieces(dst_fd: int, dst_display: str, pieces: Sequence[Piece], readers: Mapping[str, RangeReader], *,
                 progress: Callable[[int], None] | None = None,
                 verified: Callable[[Piece, int], None] | None = None,
-                stop: threading.Event | None = None) -> CopyStats:
+                stop: threading.Event | None = None, buf: memoryview | None = None,
+                hash_buf_size: int = HASH_CHUNK) -> CopyStats:
     """Copy every piece into ``dst_fd`` and verify it; calls ``verified(piece, digest)`` per tensor.
 
     Adjacent pieces are copied as one run, in chunks; each chunk is handed to the
@@ -262,10 +408,9 @@ def copy_pieces(dst_fd: int, dst_display: str, pieces: Sequence[Piece], readers:
     Raises GraftError when a written range does not hash like its source range.
     """
     stats = CopyStats()
-    verifier = _Verifier(dst_fd, dst_display)
+    verifier = _Verifier(dst_fd, dst_display, hash_buf_size)
     verifier.start()
     slow = _slow_copy_delay()
-    buf: memoryview | None = None
     cfr_ok = _copy_file_range is not None
     inline: dict[int, Hasher] = {}
 

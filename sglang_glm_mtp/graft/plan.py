@@ -22,7 +22,7 @@ from ..checkpoint.safetensors_format import read_header
 from ..checkpoint.source import CheckpointSource, LocalCheckpoint
 from ..checkpoint.writer import INDEX_FILE, index_document
 from ..errors import GraftError, UsageError
-from .checks import check_compatible, check_target_status, local_dir, open_source, source_report
+from .checks import cached_target, check_compatible, check_target_status, local_dir, open_source, source_report
 from .commit import aside_name, finish_plan, interrupted_commit
 from .configs import quant_edits, read_json_file
 from .lineage import OPT_OUT_FLAG, LineageReport, compare_lineage
@@ -205,10 +205,11 @@ def _check_lineage(target_dir: Path, src: CheckpointSource, allow_other_release:
 
 
 def _resolve(source: str | CheckpointSource, target: str | Path, out: str | Path | None, overlay_only: bool,
-             endpoint: str | None) -> tuple[CheckpointSource, Path, Path, Mode]:
-    """Usage checks on the paths; opens SOURCE. Returns (source, target dir, destination, mode)."""
-    target_dir = local_dir(target, "TARGET")
+             endpoint: str | None) -> tuple[CheckpointSource, Path, Path, Mode, bool]:
+    """Usage checks on the paths; opens SOURCE. Returns (source, target dir, destination, mode, from the HF cache)."""
     out_dir = Path(out).expanduser().resolve() if out is not None else None
+    cached = cached_target(target, out_dir)
+    target_dir = cached if cached is not None else local_dir(target, "TARGET")
     if overlay_only and out_dir is None:
         raise UsageError("--overlay-only needs --out DIR")
     if out_dir is not None and out_dir == target_dir:
@@ -219,7 +220,7 @@ def _resolve(source: str | CheckpointSource, target: str | Path, out: str | Path
     mode: Mode = "in-place" if out_dir is None else ("overlay-only" if overlay_only else "overlay")
     if out_dir is not None:
         check_out_dir(out_dir)
-    return src, target_dir, out_dir or target_dir, mode
+    return src, target_dir, out_dir or target_dir, mode, cached is not None
 
 
 def _reports(src: CheckpointSource, target_dir: Path, force: bool,
@@ -248,7 +249,7 @@ def plan_graft(source: str | CheckpointSource, target: str | Path, *, out: str |
     SOURCE is TARGET's own release (``lineage``); ``allow_other_release`` turns a
     mismatch into a note.
     """
-    src, target_dir, dest, mode = _resolve(source, target, out, overlay_only, endpoint)
+    src, target_dir, dest, mode, from_cache = _resolve(source, target, out, overlay_only, endpoint)
     finished = interrupted_commit(dest)
     if finished is not None:
         return finish_plan(mode, src.display, target_dir, dest, finished)
@@ -257,6 +258,9 @@ def plan_graft(source: str | CheckpointSource, target: str | Path, *, out: str |
     assert draft_layer is not None
     prefix = layer_prefix(family, draft_layer)
     notes: list[str] = []
+    if from_cache:
+        notes.append(f"TARGET {target} is read from the Hugging Face cache ({target_dir}); the overlay links the "
+                     "cached blobs and nothing is written into the cache")
     lineage = _check_lineage(target_dir, src, allow_other_release, notes)
 
     # what is in TARGET now
@@ -312,6 +316,6 @@ def plan_graft(source: str | CheckpointSource, target: str | Path, *, out: str |
         index_entries_after=index.entries, total_size_before=index_meta.get("total_size"),
         total_size_after=index.total_size, displaced=moved.displaced, links=links, small_files=smalls,
         target_status=tgt_report.status, notes=notes, source_obj=src, target_dir=target_dir,
-        lineage=lineage.to_dict())
+        lineage=lineage.to_dict(), target_cache=from_cache)
     finalize_space(plan, sum(files[n] for n in smalls))
     return plan

@@ -150,6 +150,8 @@ class GraftPlan:
     source_obj: CheckpointSource | None = field(default=None, repr=False)
     target_dir: Path | None = field(default=None, repr=False)
     small_file_origin: Origin = field(default="target", repr=False)
+    #: TARGET is a Hugging Face cache snapshot (read only): overlay links point at the blobs themselves
+    target_cache: bool = False
 
     @property
     def layer_names(self) -> tuple[str, str]:
@@ -178,7 +180,7 @@ class GraftPlan:
             "bytes_to_write": self.bytes_to_write, "bytes_reusable": self.bytes_reusable,
             "free_bytes": self.free_bytes, "needed_bytes": self.needed_bytes, "enough_space": self.enough_space,
             "target_status": self.target_status, "finish_only": self.finish_only, "notes": self.notes,
-            "lineage": self.lineage,
+            "lineage": self.lineage, "target_cache": self.target_cache,
         }
 
 
@@ -207,6 +209,9 @@ class GraftReport:
     bytes_copied: int = 0
     bytes_reused: int = 0
     copy_method: str = ""
+    #: the copy itself: source (hub/local), workers, streams, segments, bytes, seconds, rate_bytes_per_s,
+    #: and for the Hub requests, retries, throttled, resolutions, throttle_wait_s
+    transfer: dict[str, Any] = field(default_factory=dict)
     config_edits: list[str] = field(default_factory=list)
     backups: list[str] = field(default_factory=list)
     moved_aside: list[str] = field(default_factory=list)

@@ -13,7 +13,8 @@ from ..checkpoint.writer import INDEX_FILE, make_temp
 from ..errors import GraftError
 from . import checksum
 from .commit import commit, finish
-from .readers import open_readers
+from .copying import DEFAULT_WORKERS, workers_from_env
+from .readers import HubReader, RangeReader, open_readers
 from .records import LOCK_FILE, GraftPlan, GraftReport, ShardResult
 from .sizes import human_bytes
 from .verify import check_staged, final_check, staged_files
@@ -52,8 +53,14 @@ def probe_writable(dest: Path) -> None:
     os.unlink(tmp)
 
 
-def execute(plan: GraftPlan, *, progress: ProgressFn | None = None) -> GraftReport:
-    """Carry out a plan: copy and verify, check the staged result, commit atomically, clean up."""
+def execute(plan: GraftPlan, *, progress: ProgressFn | None = None, workers: int | None = None) -> GraftReport:
+    """Carry out a plan: copy and verify, check the staged result, commit atomically, clean up.
+
+    ``workers``: concurrent streams (Hub sources: Range streams, default 8 or
+    ``SGLANG_GLM_MTP_WORKERS``; local sources: at most ``copying.STREAMS``).
+    """
+    if workers is None:
+        workers = workers_from_env()
     started = time.monotonic()
     report = GraftReport(mode=plan.mode, source=plan.source, target=plan.target, output=str(plan.dest),
                          draft_layer=plan.draft_layer, output_layer=plan.output_layer, notes=list(plan.notes),
@@ -81,9 +88,10 @@ def execute(plan: GraftPlan, *, progress: ProgressFn | None = None) -> GraftRepo
                 result = ShardResult(shard.name, shard.role, len(shard.tensors), shard.size, 0, 0, 0)
                 report.shards.append(result)
                 try:
-                    write_shard(plan, shard, readers, result, progress, stats)
+                    write_shard(plan, shard, readers, result, progress, stats, workers)
                 except OSError as exc:
                     raise io_error(exc, dest, f"writing {shard.name}") from None
+            report.transfer = _transfer(readers, stats, workers)
         finally:
             for reader in readers.values():
                 reader.close()
@@ -116,3 +124,18 @@ def execute(plan: GraftPlan, *, progress: ProgressFn | None = None) -> GraftRepo
         final_check(plan, report)
     report.elapsed_s = time.monotonic() - started
     return report
+
+
+def _transfer(readers: dict[str, RangeReader], stats: dict[str, Any], workers: int | None) -> dict[str, Any]:
+    """What ``--json`` reports about the copy: where from, how many streams, bytes, the effective rate."""
+    hub = [r for r in readers.values() if isinstance(r, HubReader)]
+    seconds = stats.get("copy_s", 0.0)
+    doc: dict[str, Any] = {
+        "source": "hub" if hub else "local", "workers": workers or DEFAULT_WORKERS,
+        "streams": stats.get("streams", 0), "segments": stats.get("segments", 0),
+        "bytes": stats["copied_bytes"], "seconds": round(seconds, 3),
+        "rate_bytes_per_s": round(stats["copied_bytes"] / seconds) if seconds > 0 else None,
+    }
+    if hub:
+        doc.update(hub[0].gate.stats())  # one gate per run: the counters of every stream and file
+    return doc

@@ -117,6 +117,9 @@ def resume_state(dest: Path, shard: NewShard) -> tuple[str | None, int]:
             journal.get("checksum", "crc32") != checksum.NAME:
         return None, 0
     verified = sum(t.nbytes for t in shard.tensors if t.name in journal["tensors"])
+    segments = journal.get("segments") if isinstance(journal.get("segments"), dict) else {}
+    verified += sum(e[1] for t in shard.tensors if t.name not in journal["tensors"]  # segments of tensors fetched in parts
+                    for e in segments.get(t.name) or [] if isinstance(e, list) and len(e) == 3 and isinstance(e[1], int))
     if (dest / shard.name).is_file():
         return "final", verified
     if partial_path(dest, shard.name).is_file():
