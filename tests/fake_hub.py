@@ -36,6 +36,7 @@ requests and body bytes. Only the standard library is used.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -49,7 +50,7 @@ from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 logger = logging.getLogger(__name__)
@@ -394,6 +395,23 @@ class _Handler(BaseHTTPRequestHandler):
             return
         drop = hub._take_drop_fault(repo.repo_id, filename, length)
         limit = length if drop is None else drop.after
+        with hub._body_in_flight():
+            self._send_body(rec, entry, start, limit)
+        if drop is not None:
+            rec.dropped = True
+            self.close_connection = True
+            if drop.reset:  # RST instead of FIN: the client sees a reset, not a short body
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            else:
+                try:
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+            logger.debug("dropped %s %s after %d of %d body bytes", self.command, self.path, limit, length)
+
+
+    def _send_body(self, rec: RequestRecord, entry: _Entry, start: int, limit: int) -> None:
+        hub = self.server.hub
         rate = hub._pace
         began = time.monotonic()
         with open(entry.abspath, "rb") as f:
@@ -410,17 +428,6 @@ class _Handler(BaseHTTPRequestHandler):
                 hub._count_bytes(rec, len(chunk))  # counted first: a test may assert as soon as it has the bytes
                 self.wfile.write(chunk)
                 left -= len(chunk)
-        if drop is not None:
-            rec.dropped = True
-            self.close_connection = True
-            if drop.reset:  # RST instead of FIN: the client sees a reset, not a short body
-                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            else:
-                try:
-                    self.connection.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-            logger.debug("dropped %s %s after %d of %d body bytes", self.command, self.path, limit, length)
 
 
 def _parse_paths_info_body(body: bytes, content_type: str) -> tuple[list[str], bool]:
@@ -470,6 +477,10 @@ class FakeHub:
         self._signed: dict[str, _Signed] = {}
         self._signed_uses: int | None = None
         self._pace = 0.0
+        self._bodies = threading.Condition()
+        self._in_body = 0
+        self.max_concurrent_bodies = 0
+        self._rendezvous: tuple[int, float] | None = None
         for repo_id, path in repos.items():
             self.add_repo(repo_id, path, (revisions or {}).get(repo_id))
 
@@ -585,6 +596,31 @@ class FakeHub:
         """Every signed URL handed out so far answers ``403`` from now on."""
         with self._lock:
             self._signed.clear()
+
+    def rendezvous(self, bodies: int, timeout: float = 30.0) -> None:
+        """Hold every response body until ``bodies`` bodies are in flight at once (or ``timeout`` passes).
+
+        Proves concurrency without timing: a client that sends its ranges one at a time never
+        gets there (each body waits out the timeout alone), and ``max_concurrent_bodies`` says so.
+        """
+        with self._bodies:
+            self._rendezvous = (bodies, timeout)
+            self.max_concurrent_bodies = 0
+
+    @contextlib.contextmanager
+    def _body_in_flight(self) -> Iterator[None]:
+        with self._bodies:
+            self._in_body += 1
+            self.max_concurrent_bodies = max(self.max_concurrent_bodies, self._in_body)
+            self._bodies.notify_all()
+            if self._rendezvous is not None:
+                bodies, timeout = self._rendezvous
+                self._bodies.wait_for(lambda: self.max_concurrent_bodies >= bodies, timeout)
+        try:
+            yield
+        finally:
+            with self._bodies:
+                self._in_body -= 1
 
     def pace(self, bytes_per_s: float | None) -> None:
         """Send every response body at most at ``bytes_per_s`` (per response, hence per connection); None: unpaced."""
