@@ -45,6 +45,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -277,14 +278,18 @@ def run_upstream_tests(tree: Path, folder: Path) -> tuple[dict[str, str], dict[s
     pristine_dir.mkdir(exist_ok=True)
     for name in placed:
         shutil.copyfile(folder / name, pristine_dir / name)
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in env.get("PYTHONPATH", "").split(os.pathsep)
-                                        if p and not (Path(p) / "sglang").is_dir())
-    pristine = _run_upstream([pristine_dir / n for n in placed], pristine_dir, env,
-                             "upstream tests on the pristine installed sglang", tree / "upstream-pristine.log")
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(tree / "python"), env["PYTHONPATH"]) if p)
-    patched = _run_upstream([tree / p for p in placed.values()], tree, env,
-                            "upstream tests on the patched tree", tree / "upstream-patched.log")
+    pristine_env = dict(os.environ)
+    pristine_env["PYTHONPATH"] = os.pathsep.join(p for p in pristine_env.get("PYTHONPATH", "").split(os.pathsep)
+                                                 if p and not (Path(p) / "sglang").is_dir())
+    patched_env = {**pristine_env, "PYTHONPATH": os.pathsep.join(
+        p for p in (str(tree / "python"), pristine_env["PYTHONPATH"]) if p)}
+    # The two runs are independent (own logs, own interpreters): run them side by side.
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        pristine_run = pool.submit(_run_upstream, [pristine_dir / n for n in placed], pristine_dir, pristine_env,
+                                   "upstream tests on the pristine installed sglang", tree / "upstream-pristine.log")
+        patched_run = pool.submit(_run_upstream, [tree / p for p in placed.values()], tree, patched_env,
+                                  "upstream tests on the patched tree", tree / "upstream-patched.log")
+        pristine, patched = pristine_run.result(), patched_run.result()
     for label, outcomes in (("pristine", pristine), ("patched", patched)):
         counts = {o: sum(1 for v in outcomes.values() if v == o) for o in ("passed", "failed")}
         print(f"upstream tests, {label}: {counts['passed']} passed, {counts['failed']} failed")
