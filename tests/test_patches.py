@@ -21,7 +21,7 @@ import pytest
 from sglang_mode import run_in_own_group
 
 from sglang_glm_mtp import synthetic
-from sglang_glm_mtp.plugin.upstream import MARKERS
+from sglang_glm_mtp.plugin.upstream import LANDINGS, MARKERS, markers_of
 
 REPO = Path(__file__).resolve().parents[1]
 VERIFY = REPO / "patches" / "verify_patches.py"
@@ -47,11 +47,14 @@ def test_patch_files_are_format_patch_commits_with_tests() -> None:
         assert text.startswith("From ") and "\nSubject: [PATCH " in text, patch.name
         touched = re.findall(r"^\+\+\+ b/(\S+)$", text, flags=re.M)
         assert touched and all(t.startswith(("python/sglang/srt/", "test/registered/unit/")) for t in touched), touched
-        tests = [t for t in touched if t.startswith("test/registered/unit/")]
-        assert tests, f"{patch.name} adds no unit test"
-        for test in tests:  # SGLang's own conventions
+        created = [path for path, new in verify._patch_files(patch) if new and path.startswith("test/")]
+        assert created, f"{patch.name} adds no unit test"
+        for test in created:  # SGLang's own conventions
             body = text.split(f"+++ b/{test}\n", 1)[1]
             assert 'register_cpu_ci(est_time=' in body and "CustomTestCase" in body, test
+        # An upstream test a patch extends must be one of those verify_patches runs pristine vs patched.
+        extended = [path for path, new in verify._patch_files(patch) if not new and path.startswith("test/")]
+        assert all(path.startswith("test/registered/unit/") for path in extended), extended
         assert not re.search(r"^\+.*[ \t]$", text, flags=re.M), f"{patch.name}: trailing whitespace"
         assert "sglang_glm_mtp" not in text.split("\n---\n", 1)[1], f"{patch.name} must be self-contained"
 
@@ -67,18 +70,68 @@ def test_each_stand_down_marker_is_introduced_by_a_patch() -> None:
             module = path[:-len(".py")].replace("/", ".")
             for name in re.findall(r"^\+def (\w+)\(", diff, flags=re.M):
                 added[(module, name)] = patch.name
-    for behaviour, (module, attribute) in MARKERS.items():
-        assert (module, attribute) in added, f"{behaviour}: no patch adds {module}.{attribute}"
+    for behaviour in MARKERS:
+        for module, attribute in markers_of(behaviour):
+            assert (module, attribute) in added, f"{behaviour}: no patch adds {module}.{attribute}"
 
 
 @needs_sglang
 @pytest.mark.sglang
-def test_patches_apply_cleanly_to_the_installed_pristine_sglang(tmp_path: Path) -> None:
+def test_patches_apply_cleanly_to_the_installed_pristine_sglang(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """Without upstream tests, the hunks on upstream test files are left out, and said so."""
     python = verify.pristine_copy(tmp_path)
     assert (python / "sglang" / "srt" / "models" / "deepseek_nextn.py").is_file()
     assert verify.apply_patches(tmp_path) == [p.name for p in verify.patches()]
     assert "def preflight_nextn_draft_weights(" in (python / "sglang/srt/arg_groups/speculative_hook.py").read_text()
     assert all((tmp_path / t).is_file() for t in verify.added_tests())
+    out = capsys.readouterr().out
+    for extended in verify.modified_upstream_tests():
+        assert not (tmp_path / extended).exists() and f"left out its changes to {extended}" in out
+
+
+UPSTREAM = verify.DEFAULT_UPSTREAM_TESTS
+needs_upstream = pytest.mark.skipif(not UPSTREAM.is_dir(), reason=f"no upstream tests in {UPSTREAM}")
+
+
+@needs_sglang
+@needs_upstream
+@pytest.mark.sglang
+def test_patches_extend_the_upstream_tests_at_their_upstream_paths(tmp_path: Path) -> None:
+    verify.pristine_copy(tmp_path, UPSTREAM)
+    placed = verify.upstream_test_paths(UPSTREAM)
+    assert placed["test_model_overrides.py"] == "test/registered/unit/test_model_overrides.py"
+    assert all((tmp_path / path).is_file() for path in placed.values())
+    verify.apply_patches(tmp_path)
+    overrides = (tmp_path / "test/registered/unit/test_model_overrides.py").read_text()
+    assert "def test_speculative_moe_runner_default_bf16_nextn_draft(" in overrides
+    assert set(verify.modified_upstream_tests()) <= set(placed.values())
+
+
+def test_upstream_outcomes_are_read_per_test_with_subtests_counting() -> None:
+    report = "\n".join([
+        "PASSED test/registered/unit/test_a.py::TestA::test_ok",
+        "PASSED test/registered/unit/test_a.py::TestA::test_sub",
+        "SUBFAILED(x=1) test/registered/unit/test_a.py::TestA::test_sub - AssertionError",
+        "FAILED test_b.py::TestB::test_bad - AttributeError: no",
+        "ERROR test_b.py::TestB::test_err",
+        "some other line",
+    ])
+    assert verify._outcomes(report) == {"test_a.py::TestA::test_ok": "passed", "test_a.py::TestA::test_sub": "failed",
+                                        "test_b.py::TestB::test_bad": "failed", "test_b.py::TestB::test_err": "failed"}
+
+
+def test_upstream_folder_without_provenance_places_files_aside(tmp_path: Path) -> None:
+    (tmp_path / "test_x.py").write_text("")
+    (tmp_path / "PROVENANCE.txt").write_text("test_y.py   test/registered/unit/y/test_y.py   abc\n")
+    (tmp_path / "test_y.py").write_text("")
+    assert verify.upstream_test_paths(tmp_path) == {
+        "test_x.py": f"{verify.UNPLACED_UPSTREAM_DIR}/test_x.py", "test_y.py": "test/registered/unit/y/test_y.py"}
+    with pytest.raises(verify.VerifyError, match="is not a folder"):
+        verify.upstream_test_paths(tmp_path / "test_x.py")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(verify.VerifyError, match="no test_"):
+        verify.upstream_test_paths(tmp_path / "empty")
 
 
 @needs_sglang
@@ -89,6 +142,8 @@ def test_full_verification_passes() -> None:
     proc = run_in_own_group([sys.executable, str(VERIFY)], cwd=REPO, timeout=3000)
     assert proc.returncode == 0, f"stdout:\n{proc.stdout[-6000:]}\nstderr:\n{proc.stderr[-4000:]}"
     assert "OK: 4 patches apply" in proc.stdout
+    if UPSTREAM.is_dir():  # SGLang's own unit tests ran too: none that passes on pristine fails patched
+        assert "upstream tests: no regression" in proc.stdout, proc.stdout[-6000:]
 
 
 # ----------------------------------------------------------------------------- stand-down
@@ -161,6 +216,7 @@ hooked = registration.install_draft_hooks()  # what the plugin does when SGLang 
 import sglang.srt.models.deepseek_nextn as nextn
 print("RESULT:" + json.dumps({
     "has_fix": {b: upstream.has_fix(b) for b in upstream.MARKERS},
+    "has_landed": {l: upstream.has_landed(l) for l in upstream.LANDINGS},
     "hooked": hooked,
     "lazy_targets_patched": [t for t in registration.LAZY_TARGETS if t in HookRegistry._patched],
     "sglang_file": nextn.__file__,
@@ -177,6 +233,7 @@ def test_plugin_installs_no_draft_hooks_on_a_patched_sglang(patched_tree: Path) 
     result, stderr = _run(["-c", STAND_DOWN_PROBE], patched_tree)
     assert result["sglang_file"].startswith(str(patched_tree)), result["sglang_file"]
     assert result["has_fix"] == {behaviour: True for behaviour in MARKERS}
+    assert result["has_landed"] == {landing: True for landing in LANDINGS}, "0002 does what #37322/#34906 do"
     # The upstream coverage fix lives in the DeepSeek loader: the backstop stays on every other draft class.
     from sglang_glm_mtp.plugin.targets import UPSTREAM_COVERED
 
@@ -190,7 +247,8 @@ def test_plugin_installs_no_draft_hooks_on_a_patched_sglang(patched_tree: Path) 
 STOCK_PROBE = """
 import json
 from sglang_glm_mtp.plugin import upstream
-print("RESULT:" + json.dumps({b: upstream.has_fix(b) for b in upstream.MARKERS}))
+print("RESULT:" + json.dumps([{b: upstream.has_fix(b) for b in upstream.MARKERS},
+                              {l: upstream.has_landed(l) for l in upstream.LANDINGS}]))
 """
 
 
@@ -202,4 +260,5 @@ def test_plugin_acts_on_the_stock_sglang() -> None:
     proc = run_in_own_group([sys.executable, "-c", STOCK_PROBE], env=env, timeout=600)
     line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT:")]
     assert line, proc.stderr[-3000:]
-    assert json.loads(line[-1][len("RESULT:"):]) == {behaviour: False for behaviour in MARKERS}
+    assert json.loads(line[-1][len("RESULT:"):]) == [{behaviour: False for behaviour in MARKERS},
+                                                     {landing: False for landing in LANDINGS}]

@@ -175,6 +175,8 @@ class _Inspection:
         if layer is None:
             report.status = "not-applicable"
             return report
+        if not _has_weight_files(files):
+            return _no_weights(report, family, cfg, prefixes)
 
         report.draft_layer = layer
         report.nextn_layers = family.nextn_layers(cfg)
@@ -606,6 +608,27 @@ def _most_common(values: Iterable[str]) -> str | None:
 def _quantized_group(tensor: LayerTensor, per_module: dict[str, Precision]) -> bool:
     """Is ``tensor`` an expert linear in a layer whose experts are stored quantized?"""
     return ".experts." in tensor.name and any(".experts." in m and p != "bf16" for m, p in per_module.items())
+
+
+#: Files any SGLang load format reads weights from; a checkpoint with none of them holds no weights at all.
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
+
+
+def _has_weight_files(files: dict[str, int]) -> bool:
+    return any(name.endswith(WEIGHT_SUFFIXES) or name.endswith(".index.json") for name in files)
+
+
+def _no_weights(report: InspectionReport, family: ModelFamily, cfg: Config,
+                prefixes: tuple[str, ...]) -> InspectionReport:
+    """config.json (and maybe tokenizer files) but no weight file and no index: nothing to judge, and no
+    missing draft layer either. SGLang's loader refuses the folder itself ("Cannot find any model weights")."""
+    report.status = "no-weights"
+    report.draft_layer = family.draft_layer(cfg)
+    report.nextn_layers = family.nextn_layers(cfg)
+    report.draft_prefix = prefixes[0][:-1] if prefixes else None
+    report.remedy = ("the folder holds no weight files (*.safetensors, model.safetensors.index.json): download "
+                     "the complete checkpoint into it, or point at the folder that has them, then run check again")
+    return report
 
 
 def _status(problems: list[Problem]) -> str:

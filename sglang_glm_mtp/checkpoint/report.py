@@ -9,7 +9,7 @@ from typing import Any, Literal
 from .precision import Precision
 from .safetensors_format import TensorEntry
 
-Status = Literal["ready", "not-applicable", "missing", "incomplete", "invalid"]
+Status = Literal["ready", "not-applicable", "missing", "incomplete", "invalid", "no-weights"]
 Severity = Literal["error", "warning"]
 
 SCHEMA_VERSION = 1
@@ -92,6 +92,8 @@ class InspectionReport:
 
     @property
     def exit_code(self) -> int:
+        if self.status == "no-weights":
+            return 2  # nothing to judge: like unreadable input, not a verdict on the draft layer
         return 0 if self.ok else 1
 
     def errors(self) -> list[Problem]:

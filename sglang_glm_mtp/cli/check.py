@@ -1,7 +1,7 @@
 """``check`` sub-command: the human report and ``--json``.
 
 Exit 0 ready/not-applicable, 1 a checkpoint problem (or, with ``--source``, another release), 2 unreadable
-input (one line on stderr).
+input (one line on stderr) or a checkpoint with no weight files at all (status ``no-weights``).
 """
 
 from __future__ import annotations
@@ -22,6 +22,9 @@ def format_report(report: InspectionReport) -> str:
              f"{report.target_precision}{declared}"]
     if report.status == "not-applicable":
         lines.append("draft layer:  none declared (num_nextn_predict_layers = 0): nothing to check")
+    elif report.status == "no-weights":
+        lines.append(f"draft layer:  {report.draft_prefix} declared, but the checkpoint holds no weight files at all: "
+                     "nothing to check (not a missing draft layer)")
     else:
         shards = ", ".join(report.draft_shards) if report.draft_shards else "none"
         lines += [
@@ -73,7 +76,8 @@ def _lineage(args: argparse.Namespace) -> Any:
 def register(sub: Any) -> None:
     check = sub.add_parser("check", help="inspect a checkpoint's draft layer: present, complete, precision",
                            description="Reads config, index and safetensors headers only; never writes. "
-                                       "Exit 0 ready/not-applicable, 1 missing/incomplete/invalid, 2 unreadable.")
+                                       "Exit 0 ready/not-applicable, 1 missing/incomplete/invalid, 2 unreadable or no weight "
+                                       "files.")
     check.add_argument("model", help="local checkpoint directory or Hub id org/name[@revision]")
     check.add_argument("--json", action="store_true", help="print the machine-readable report (docs/check-json.md)")
     check.add_argument("--all-headers", action="store_true",

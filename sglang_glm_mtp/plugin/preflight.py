@@ -63,13 +63,26 @@ class PreflightResult:
         return asdict(self)
 
 
-def run_preflight(draft_path: str, revision: str | None, architecture: str) -> PreflightResult | None:
+#: Load formats that read the draft layer from the checkpoint's safetensors files (what the preflight judges).
+#: Any other (``dummy``, ``pt``, ``remote``, ...) reads none of them: the preflight stands down.
+PREFLIGHT_LOAD_FORMATS = ("auto", "safetensors", "fastsafetensors")
+
+
+def run_preflight(draft_path: str, revision: str | None, architecture: str,
+                  load_format: str | None = None) -> PreflightResult | None:
     """Inspect the draft layer; raise only when its absence or damage is proven. None: not judged.
 
     Never raises anything but ``DraftCheckpointError``: a file the plugin cannot read or
     understand is a warning, and the post-load coverage check still verifies the draft.
+    It stands down (one INFO line, None) when there is nothing to judge: a ``load_format``
+    that reads no safetensors files, or a checkpoint folder with no weight files at all.
     """
     if family_for(architecture) is None:
+        return None
+    load_format = str(getattr(load_format, "value", load_format) or "auto")
+    if load_format not in PREFLIGHT_LOAD_FORMATS:
+        logger.info("glm_mtp: preflight stands down: --load-format %s does not load the draft layer from %s's "
+                    "safetensors files", load_format, draft_path)
         return None
     if settings.skip_preflight():
         logger.warning("glm_mtp: %s=1, starting anyway: the startup preflight is skipped (nothing read); the "
@@ -94,8 +107,12 @@ def _judge(draft_path: str, revision: str | None) -> PreflightResult | None:
         logger.warning("glm_mtp: cannot judge the draft of %s before launch: %s; the post-load coverage check "
                        "will verify it", draft_path, found.why)
         return None
-    logger.info("glm_mtp: preflight reads %s from %s", draft_path, found.why)
     report = inspect_draft(found.source)
+    if report.status == "no-weights":
+        logger.info("glm_mtp: preflight stands down: %s holds no weight files (no *.safetensors, no index); "
+                    "SGLang's loader reports that itself", draft_path)
+        return None
+    logger.info("glm_mtp: preflight read %s from %s", draft_path, found.why)
     if report.status not in ("ready", "not-applicable") and found.hub is not None:
         # A complete cache may hold an older revision than the one SGLang is about to fetch: confirm on the Hub.
         logger.info("glm_mtp: the cached snapshot of %s is %s; confirming on the Hub", draft_path, report.status)

@@ -53,7 +53,7 @@ def speculative_step(server_args: Any, previous: Callable[[Any], None]) -> None:
     if upstream.has_fix("preflight"):
         logger.info("glm_mtp: this SGLang already runs a draft preflight; the plugin's preflight stands down")
     else:
-        result = run_preflight(draft_path, draft_revision, architecture)
+        result = run_preflight(draft_path, draft_revision, architecture, getattr(view, "load_format", None))
     if result is None and architecture and not upstream.has_fix("preflight"):
         from ..checkpoint.families import family_for
 
