@@ -55,6 +55,7 @@ UNREADABLE: dict[str, tuple[str, Edit, tuple[str, ...]]] = {
     "index-topk-freq-string": ("config.json", _set("index_topk_freq", "x"), ("index_topk_freq",)),
     "heads-zero": ("config.json", _set("num_attention_heads", 0), ("num_attention_heads",)),
     "layers-negative": ("config.json", _set("num_hidden_layers", -3), ("num_hidden_layers",)),
+    "layers-bool": ("config.json", _set("num_hidden_layers", True), ("num_hidden_layers", "integer")),
     "experts-1e9": ("config.json", _set("n_routed_experts", 1_000_000_000), ("n_routed_experts", "corrupt")),
     "layers-1e9": ("config.json", _set("num_hidden_layers", 1_000_000_000), ("num_hidden_layers", "corrupt")),
     "hidden-1e12": ("config.json", _set("hidden_size", 10**12), ("hidden_size", "corrupt")),

@@ -201,6 +201,20 @@ def test_one_differing_sampled_tensor_is_another_release(
     assert compare_lineage(LocalCheckpoint(a.target), LocalCheckpoint(a.original)).verdict == "same-release"
 
 
+def test_a_difference_in_the_last_sampled_layer_is_found(
+        releases: tuple[synthetic.SyntheticPair, synthetic.SyntheticPair], tmp_path: Path) -> None:
+    """The first, middle and last MoE layers are sampled: a source that differs only in the last one is another
+    release."""
+    a, _ = releases
+    last_gate = "model.layers.3.mlp.gate.weight"
+    source = synthetic.copy_checkpoint(a.original, tmp_path / "late")
+    _rewrite_tensor(source, last_gate)
+    report = compare_lineage(LocalCheckpoint(a.target), LocalCheckpoint(source))
+    assert {c.name.split(".mlp.")[0] for c in report.compared if ".mlp." in c.name} == {
+        "model.layers.1", "model.layers.2", "model.layers.3"}
+    assert report.differing == [last_gate] and report.verdict == "other-release"
+
+
 def test_a_differently_shaped_tensor_is_skipped_not_compared(
         releases: tuple[synthetic.SyntheticPair, synthetic.SyntheticPair], tmp_path: Path) -> None:
     """Same dtype, other shape: not comparable (a skip), never a byte comparison that calls it another release."""

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from huggingface_hub import constants as hf_constants
-from huggingface_hub import snapshot_download
+from huggingface_hub import hf_hub_download, snapshot_download
 
 from fake_hub import FakeHub
 from sglang_glm_mtp import synthetic
@@ -68,10 +68,12 @@ def stale(request: pytest.FixtureRequest, tmp_path: Path, isolated_hf: None, no_
     return hub, request.param
 
 
+@pytest.mark.parametrize("offline", ["1", "true", "ON"])
 def test_stale_complete_cache_is_judged_from_the_cache_and_refused_offline(
-        stale: tuple[FakeHub, str], monkeypatch: pytest.MonkeyPatch) -> None:
-    """Offline, a complete cache is what SGLang loads: its missing draft is refused (single file included)."""
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+        stale: tuple[FakeHub, str], monkeypatch: pytest.MonkeyPatch, offline: str) -> None:
+    """Offline (as huggingface_hub spells it), a complete cache is what SGLang loads: its missing draft is refused
+    (single file included)."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", offline)
     found = open_draft_source(REPO, None)
     assert found.kind == "cache" and found.hub is None, found
     with pytest.raises(preflight.DraftLayerMissingError):
@@ -102,6 +104,39 @@ def test_stale_complete_cache_with_the_hub_unreachable_is_left_to_post_load(
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) == 1, warnings
     assert "the Hub cannot confirm it" in warnings[0] and "post-load coverage check" in warnings[0]
+
+
+@pytest.mark.parametrize("offline", [False, True])
+def test_a_partial_cache_is_never_judged(tmp_path: Path, isolated_hf: None, monkeypatch: pytest.MonkeyPatch,
+                                         caplog: pytest.LogCaptureFixture, offline: bool) -> None:
+    """A first launch's cache (config and index, no shards) of a missing draft: online the Hub is read (which
+    refuses, as it should); offline nothing is judged, with one warning."""
+    missing = synthetic.tiny_pair(tmp_path / "m").target
+    with FakeHub({REPO: missing}) as hub:
+        for name in ("config.json", synthetic.INDEX_FILE):
+            hf_hub_download(REPO, name, endpoint=hub.endpoint)
+        monkeypatch.setattr(hf_constants, "ENDPOINT", hub.endpoint)
+        monkeypatch.setattr(hf_constants, "HUGGINGFACE_CO_URL_TEMPLATE",
+                            hub.endpoint + "/{repo_id}/resolve/{revision}/{filename}")
+        if offline:
+            monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+        found = open_draft_source(REPO, None)
+        assert (found.kind, "3 of 3 shards not downloaded yet" in found.why) == ("none" if offline else "hub", True)
+        if not offline:
+            with pytest.raises(preflight.DraftLayerMissingError):
+                preflight.run_preflight(REPO, None, GLM)
+            return
+        with caplog.at_level(logging.WARNING, logger="sglang_glm_mtp"):
+            assert preflight.run_preflight(REPO, None, GLM) is None
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "HF_HUB_OFFLINE" in warnings[0], warnings
+
+
+def test_an_incomplete_layer_is_refused_as_missing_tensors(tmp_path: Path) -> None:
+    """Part of the draft layer present: the refusal is DraftLayerMissingError, naming how many are missing."""
+    incomplete = synthetic.make_variant(tmp_path, "draft-layer-incomplete")
+    with pytest.raises(preflight.DraftLayerMissingError, match="is incomplete: 3 of 35 expected tensors"):
+        preflight.run_preflight(str(incomplete), None, GLM)
 
 
 #: (string, is it a Hub repo id?) as a user passes --model-path or --speculative-draft-model-path
