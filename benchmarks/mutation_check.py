@@ -32,8 +32,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).parent / "results" / "mutation.json"
-#: What the copy needs: the package, the tests (and the patches and pyproject they read).
-COPIED = ("sglang_glm_mtp", "tests", "patches", "pyproject.toml")
+#: What the copy needs: the package, the tests, and what tests read (patches, docs, pyproject).
+COPIED = ("sglang_glm_mtp", "tests", "patches", "docs", "README.md", "pyproject.toml")
 PKG = "sglang_glm_mtp"
 
 
@@ -144,7 +144,7 @@ MUTANTS: tuple[Mutant, ...] = (
        "tests/test_check_hub.py", "a mistyped Hub id reports a raw HTTP error instead of 'no such Hub repo'"),
     _m("families-single-layer-draft-id", "checkpoint/families.py",
        "return 0 if num_hidden_layers == 1 else num_hidden_layers", "return num_hidden_layers",
-       ("tests/test_families_table.py", "tests/test_check.py"), "standalone one-layer drafts are looked for at layer 1"),
+       "tests/test_extract.py", "standalone one-layer drafts are looked for at layer 1"),
     _m("families-bool-is-int", "checkpoint/families.py",
        "if isinstance(value, bool) or not isinstance(value, int):", "if not isinstance(value, int):",
        "tests/test_check_malformed.py", "num_hidden_layers: true is read as 1 layer"),
@@ -245,23 +245,30 @@ def run_pytest(copy: Path, tests: tuple[str, ...], timeout: float) -> tuple[int 
     start = time.monotonic()
     proc = subprocess.Popen(argv, cwd=copy, env=child_env(copy), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)
+    code: int | None = None
+    out = ""
     try:
         out, _ = proc.communicate(timeout=timeout)
-        code: int | None = proc.returncode
+        code = proc.returncode
     except subprocess.TimeoutExpired:
-        code, out = None, ""
-    finally:
-        if proc.poll() is None or code is None:
+        pass
+    finally:  # a timeout, Ctrl-C or SIGTERM (see main): the test run and anything it started die with it
+        if code is None:
             _kill_group(proc)
     return code, "\n".join((out or "").strip().splitlines()[-3:]), time.monotonic() - start
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL the run's process group (its own session); its leader is not reaped yet, so the id is still its."""
     try:
         os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
+    except (ProcessLookupError, PermissionError):
         pass
     proc.wait()
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def verify_copy_is_imported(copy: Path) -> None:
@@ -305,6 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, help=f"write the outcomes here (full runs: {RESULTS})")
     parser.add_argument("--no-baseline", action="store_true", help="skip the unmutated run of each test selection")
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminated)  # unwind like Ctrl-C: the running test group is killed, the copy removed
 
     mutants = MUTANTS if not args.only else tuple(m for m in MUTANTS if m.id in args.only)
     unknown = set(args.only or ()) - {m.id for m in MUTANTS}
