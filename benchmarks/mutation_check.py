@@ -200,7 +200,7 @@ class Outcome:
     seconds: float
     tests: list[str]
     harm: str
-    #: the end of pytest's output: the failing test of a killed mutant (the proof), the pass count of a survivor
+    #: pytest's summary: the failing test of a killed mutant (the proof it was caught), the counts of a survivor
     tail: str = ""
 
 
@@ -255,7 +255,14 @@ def run_pytest(copy: Path, tests: tuple[str, ...], timeout: float) -> tuple[int 
     finally:  # a timeout, Ctrl-C or SIGTERM (see main): the test run and anything it started die with it
         if code is None:
             _kill_group(proc)
-    return code, "\n".join((out or "").strip().splitlines()[-3:]), time.monotonic() - start
+    return code, _summary(out or ""), time.monotonic() - start
+
+
+def _summary(out: str) -> str:
+    """pytest's FAILED/ERROR lines (which test caught the mutant) and its last line (the counts)."""
+    lines = out.strip().splitlines()
+    caught = [line for line in lines if line.startswith(("FAILED ", "ERROR "))]
+    return "\n".join(caught + lines[-1:])
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
