@@ -12,12 +12,15 @@ validation accepts ``num_hidden_layers = 1``.
 
 from __future__ import annotations
 
+import re
+
 import copy
 import os
 from pathlib import Path
 from typing import Any
 
 from .checkpoint.files import CONFIG_FILE, QUANT_FILE
+from .checkpoint.quant_config import EXCLUDE_KEYS
 from .checkpoint.source import CheckpointSource, LocalCheckpoint
 from .checkpoint.writer import INDEX_FILE, index_document
 from .errors import GraftError, UsageError
@@ -58,15 +61,26 @@ def standalone_config(raw: dict[str, Any], layer: int, draft_architecture: str) 
 
 
 def _rename_patterns(patterns: list[str], own: str, new: str) -> list[str]:
-    """Keep non-layer patterns, move the draft layer's (``own``) to ``new``, drop the other layers' ones."""
+    """Keep non-layer patterns, move the draft layer's (``own``) to ``new``, drop the other layers' ones.
+
+    Names, globs and ``re:`` regexes alike, the layer spelled plain or escaped (compressed-tensors and Quark
+    write ``re:model\\.layers\\.78\\..*``).
+    """
     out: list[str] = []
     own, new = own.rstrip("."), new.rstrip(".")
     layers = own.rsplit(".", 1)[0] + "."  # "model.layers."
+    spellings = [(own, new, layers), (re.escape(own), re.escape(new), re.escape(layers))]
     for pattern in patterns:
-        if not pattern.startswith(layers):
+        regex = pattern.startswith("re:")
+        body = pattern[3:] if regex else pattern
+        for old_name, new_name, every in spellings:
+            if body.startswith(every):
+                rest = body[len(old_name):]
+                if body.startswith(old_name) and not rest[:1].isdigit():  # layer 78, not 780
+                    out.append(("re:" if regex else "") + new_name + rest)
+                break
+        else:
             out.append(pattern)
-        elif pattern == own or pattern.startswith((own + ".", own + "*")):
-            out.append(new + pattern[len(own):])
     return out
 
 
@@ -110,7 +124,7 @@ def plan_extract(source: str | CheckpointSource, out: str | Path, *, endpoint: s
     else:
         flat = cfg.get("quantization_config")
         if isinstance(flat, dict):
-            for key in ("ignore", "modules_to_not_convert", "exclude_modules"):
+            for key in dict.fromkeys(k for keys in EXCLUDE_KEYS.values() for k in keys):
                 if isinstance(flat.get(key), list):
                     flat[key] = _rename_patterns(flat[key], *renamed)
                     cfg_changes.append(f"quantization_config.{key}: layer {layer} patterns moved to layer 0, "

@@ -22,12 +22,19 @@ from typing import Any, Callable, Literal
 
 from .checkpoint.families import Config, LayerTensor, ModelFamily, family_for, layer_prefix
 from .checkpoint.precision import quantized_form
-from .checkpoint.quant_config import draft_exclude_pattern
 from .checkpoint.safetensors_format import TensorSpec
 from .checkpoint.writer import INDEX_FILE, atomic_write_json, index_document, shard_name, split_into_shards, write_shard
 
-Storage = Literal["bf16", "nvfp4", "fp8"]
-QuantFormat = Literal["nested", "flat"]
+Storage = Literal["bf16", "nvfp4", "fp8", "mxfp4"]
+#: ModelOpt (``nested`` hf_quant_config.json, or ``flat`` in config.json), compressed-tensors, Quark, block FP8.
+QuantFormat = Literal["nested", "flat", "compressed-tensors", "quark", "fp8"]
+#: The storages each format writes, the first being its default (``synth --quant-format``'s choices).
+FORMAT_STORAGES: dict[str, tuple[Storage, ...]] = {
+    "nested": ("nvfp4",), "flat": ("nvfp4",), "compressed-tensors": ("nvfp4", "fp8"),
+    "quark": ("fp8", "mxfp4", "nvfp4"), "fp8": ("fp8",)}
+#: How a draft layer's exclusion is spelled in the target's declaration: not at all (as AMD's Quark releases and
+#: most conversions that dropped the layer), by its checkpoint names (what quantizers write), or as graft writes it.
+DraftExclusion = Literal["none", "layer", "graft"]
 
 # ----------------------------------------------------------------------------- configs
 
@@ -156,29 +163,41 @@ def tiny_glm_ocr_config(**overrides: Any) -> dict[str, Any]:
 def storage_of(tensor: LayerTensor, storage: Storage) -> Storage:
     """Which linears a quantized export quantizes.
 
-    NVFP4 (the scheme that reproduces the community GLM-5.2 NVFP4 total_size exactly):
-    every MLP linear (routed, shared, dense); attention, indexer, gate stay BF16. FP8
-    (DeepSeek-V3 style): every linear but eh_proj.
+    NVFP4 and MXFP4 (the scheme that reproduces the community GLM-5.2 NVFP4 total_size
+    exactly): every MLP linear (routed, shared, dense); attention, indexer, gate stay BF16.
+    FP8 (DeepSeek-V3 style): every linear but eh_proj.
     """
     if not tensor.linear or storage == "bf16":
         return "bf16"
-    if storage == "nvfp4":
-        return "nvfp4" if tensor.name.startswith("mlp.") else "bf16"
+    if storage in ("nvfp4", "mxfp4"):
+        return storage if tensor.name.startswith("mlp.") else "bf16"
     return "bf16" if tensor.name.startswith("eh_proj") else "fp8"
 
 
+def layout_of(quant_format: QuantFormat, storage: Storage) -> str | None:
+    """The tensor layout (``precision.py``) a format writes a storage in."""
+    if storage == "bf16":
+        return None
+    if quant_format == "compressed-tensors":
+        return "ct-nvfp4" if storage == "nvfp4" else "scaled-fp8"
+    if quant_format == "quark":
+        return {"fp8": "quark-fp8", "mxfp4": "mxfp4", "nvfp4": "modelopt"}[storage]
+    return "block-fp8" if storage == "fp8" else "modelopt"
+
+
 def layer_specs(family: ModelFamily, cfg: Config, layer: int, storage: Storage, *, draft: bool = False,
-                rename_to: int | None = None) -> list[TensorSpec]:
+                rename_to: int | None = None, quant_format: QuantFormat = "nested") -> list[TensorSpec]:
     prefix = layer_prefix(layer if rename_to is None else rename_to, family.draft_prefixes[0]) + "."
     specs: list[TensorSpec] = []
     for tensor in family.layer_tensors(cfg, layer, draft=draft):
-        for spec in quantized_form(tensor, storage_of(tensor, storage)):
+        stored = storage_of(tensor, storage)
+        for spec in quantized_form(tensor, stored, layout=layout_of(quant_format, stored)):
             specs.append(TensorSpec(prefix + spec.name, spec.dtype, spec.shape))
     return specs
 
 
 def model_specs(cfg_raw: dict[str, Any], storage: Storage, *, with_draft: bool,
-                draft_storage: Storage = "bf16") -> list[TensorSpec]:
+                draft_storage: Storage = "bf16", quant_format: QuantFormat = "nested") -> list[TensorSpec]:
     family = family_for(Config(cfg_raw).architecture)
     assert family is not None, cfg_raw.get("architectures")
     cfg = family.text_config(Config(cfg_raw))
@@ -188,9 +207,9 @@ def model_specs(cfg_raw: dict[str, Any], storage: Storage, *, with_draft: bool,
              TensorSpec("lm_head.weight", "BF16", (vocab, hidden)),
              TensorSpec(f"{base}norm.weight", "BF16", (hidden,))]
     for layer in range(cfg.int("num_hidden_layers")):
-        specs += layer_specs(family, cfg, layer, storage)
+        specs += layer_specs(family, cfg, layer, storage, quant_format=quant_format)
     if with_draft:
-        specs += layer_specs(family, cfg, family.draft_layer(cfg), draft_storage, draft=True)
+        specs += layer_specs(family, cfg, family.draft_layer(cfg), draft_storage, draft=True, quant_format=quant_format)
     return specs
 
 
@@ -198,20 +217,25 @@ def nvfp4_exclude_modules(cfg_raw: dict[str, Any], *, draft_quantized: bool = Fa
     """The exclude list of a ModelOpt NVFP4 export that keeps attention, gate and norms BF16.
 
     With ``draft_quantized`` the MTP layer is treated like any other layer (its MLP
-    quantized) instead of being excluded whole.
+    quantized) instead of being excluded whole. Layer names follow the family's spelling
+    (``model.language_model.layers.N`` for the multimodal wrappers).
     """
-    cfg = Config(cfg_raw)
+    family = family_for(Config(cfg_raw).architecture)
+    assert family is not None, cfg_raw.get("architectures")
+    cfg = family.text_config(Config(cfg_raw))
+    template = family.draft_prefixes[0]
+    base = template.split("layers.")[0]
     layers = cfg.int("num_hidden_layers")
-    excludes = ["lm_head", "model.embed_tokens", "model.norm"]
+    excludes = ["lm_head", f"{base}embed_tokens", f"{base}norm"]
     if draft_quantized:
-        excludes += [f"{layer_prefix(layers)}.{m}" for m in ("eh_proj", "enorm", "hnorm", "shared_head*")]
+        excludes += [f"{layer_prefix(layers, template)}.{m}" for m in ("eh_proj", "enorm", "hnorm", "shared_head*")]
     for i in range(layers + 1 if draft_quantized else layers):
-        excludes += [f"{layer_prefix(i)}.self_attn*", f"{layer_prefix(i)}.input_layernorm",
-                     f"{layer_prefix(i)}.post_attention_layernorm"]
+        prefix = layer_prefix(i, template)
+        excludes += [f"{prefix}.self_attn*", f"{prefix}.input_layernorm", f"{prefix}.post_attention_layernorm"]
         if i >= cfg.int("first_k_dense_replace", 0):
-            excludes.append(f"{layer_prefix(i)}.mlp.gate")
+            excludes.append(f"{prefix}.mlp.gate")
     if not draft_quantized:
-        excludes.append(draft_exclude_pattern(layers))
+        excludes.append(layer_prefix(layers, template) + "*")
     return excludes
 
 
@@ -233,6 +257,91 @@ def write_quant_config(directory: Path, cfg_raw: dict[str, Any], fmt: QuantForma
                 "targets": ["Linear"]}},
             "ignore": excludes}
     return cfg
+
+
+def _draft_entries(cfg_raw: dict[str, Any], quant_format: QuantFormat, how: DraftExclusion) -> list[str]:
+    """The draft layer's own exclusions in a format's syntax (``DraftExclusion``)."""
+    from .checkpoint.quant_config import read_quant_declaration
+
+    family = family_for(Config(cfg_raw).architecture)
+    assert family is not None
+    cfg = family.text_config(Config(cfg_raw))
+    prefix = layer_prefix(family.draft_layer(cfg), family.draft_prefixes[0])
+    if how == "none":
+        return []
+    if how == "graft":
+        probe = {"quantization_config": _dialect_config(quant_format, FORMAT_STORAGES[quant_format][0], [])}
+        return read_quant_declaration(probe, None).bf16_draft_entries(prefix, family.quant_name_map)
+    if quant_format == "compressed-tensors":
+        return ["re:" + prefix.replace(".", "\\.") + "\\..*"]
+    if quant_format == "quark":  # exact module names, as Quark writes them
+        modules = sorted({t.module for t in family.draft_tensors(cfg) if t.linear} | {"eh_proj"})
+        return [f"{prefix}.{m}" for m in modules]
+    if quant_format == "fp8":
+        return [prefix]
+    return [prefix + "*"]
+
+
+def _dialect_config(quant_format: QuantFormat, storage: Storage, entries: list[str]) -> dict[str, Any]:
+    """config.json ``quantization_config`` of a compressed-tensors, Quark or block-FP8 export."""
+    if quant_format == "compressed-tensors":
+        if storage == "nvfp4":
+            fmt = "nvfp4-pack-quantized"
+            weights = {"num_bits": 4, "type": "float", "strategy": "tensor_group", "group_size": 16,
+                       "symmetric": True, "dynamic": False}
+            inputs = {"num_bits": 4, "type": "float", "strategy": "tensor_group", "group_size": 16,
+                      "symmetric": True, "dynamic": "local"}
+        else:
+            fmt = "float-quantized"
+            weights = {"num_bits": 8, "type": "float", "strategy": "channel", "symmetric": True, "dynamic": False}
+            inputs = {"num_bits": 8, "type": "float", "strategy": "token", "symmetric": True, "dynamic": True}
+        return {"quant_method": "compressed-tensors", "format": fmt, "quantization_status": "compressed",
+                "config_groups": {"group_0": {"targets": ["Linear"], "weights": weights,
+                                              "input_activations": inputs, "output_activations": None,
+                                              "format": fmt}},
+                "ignore": entries, "kv_cache_scheme": None, "sparsity_config": {}, "version": "0.12.2"}
+    if quant_format == "quark":
+        if storage == "fp8":
+            weight: Any = {"dtype": "fp8_e4m3", "qscheme": "per_channel", "ch_axis": 0, "is_dynamic": False}
+            inputs = {"dtype": "fp8_e4m3", "qscheme": "per_channel", "ch_axis": 1, "is_dynamic": True}
+        elif storage == "mxfp4":
+            weight = {"dtype": "fp4", "qscheme": "per_group", "group_size": 32, "is_dynamic": False,
+                      "scale_format": "e8m0"}
+            inputs = {"dtype": "fp4", "qscheme": "per_group", "group_size": 32, "is_dynamic": True,
+                      "scale_format": "e8m0"}
+        else:
+            weight = [{"dtype": "fp4", "qscheme": "per_group", "group_size": 16, "is_dynamic": False,
+                       "scale_format": "fp8_e4m3"},
+                      {"dtype": "fp8_e4m3", "qscheme": "per_tensor", "is_dynamic": False}]
+            inputs = [{"dtype": "fp4", "qscheme": "per_group", "group_size": 16, "is_dynamic": True,
+                       "scale_format": "fp8_e4m3"},
+                      {"dtype": "fp8_e4m3", "qscheme": "per_tensor", "is_dynamic": False}]
+        return {"quant_method": "quark", "export": {"kv_cache_group": [], "pack_method": "reorder",
+                                                    "weight_format": "real_quantized"},
+                "global_quant_config": {"weight": weight, "input_tensors": inputs, "output_tensors": None,
+                                        "bias": None},
+                "layer_quant_config": {}, "layer_type_quant_config": {}, "exclude": entries,
+                "quant_mode": "eager_mode"}
+    return {"quant_method": "fp8", "activation_scheme": "dynamic", "fmt": "e4m3", "weight_block_size": [128, 128],
+            "modules_to_not_convert": entries}
+
+
+def write_dialect_config(cfg_raw: dict[str, Any], quant_format: QuantFormat, storage: Storage, *,
+                         draft_quantized: bool, draft_exclusion: DraftExclusion) -> dict[str, Any]:
+    """config.json with a compressed-tensors, Quark or block-FP8 declaration.
+
+    Layer-agnostic exclusions, as llm-compressor recipes and AMD's exports write them:
+    the LM head, and where the storage keeps them BF16, attention and the router gate.
+    A BF16 draft layer is excluded as ``draft_exclusion`` says.
+    """
+    entries = ["lm_head"]
+    if storage in ("nvfp4", "mxfp4"):
+        entries += ["re:.*self_attn.*", "re:.*mlp\\.gate$"]
+    if not draft_quantized:
+        entries += _draft_entries(cfg_raw, quant_format, draft_exclusion)
+    if quant_format == "fp8":  # dotted prefixes, not regexes
+        entries = [e for e in entries if not e.startswith("re:")]
+    return {**cfg_raw, "quantization_config": _dialect_config(quant_format, storage, entries)}
 
 
 # ----------------------------------------------------------------------------- data
@@ -333,26 +442,42 @@ def tiny_bf16(directory: Path, family: str, *, with_draft: bool = True, drop: Ca
     return directory
 
 
-def tiny_pair(workdir: Path, *, family: Literal["glm5", "deepseek-v3", "glm4.5"] = "glm5",
-              quant_format: QuantFormat = "nested",
+def tiny_pair(workdir: Path, *, family: str = "glm5", quant_format: QuantFormat = "nested",
               target_has_draft: bool = False, draft_storage: Storage = "bf16",
-              config_overrides: dict[str, Any] | None = None, release: str | None = None) -> SyntheticPair:
-    """The problem in miniature: a BF16 original and an NVFP4 target that dropped the MTP layer.
+              config_overrides: dict[str, Any] | None = None, release: str | None = None,
+              target_storage: Storage | None = None, draft_exclusion: DraftExclusion | None = None) -> SyntheticPair:
+    """The problem in miniature: a BF16 original and a quantized target that dropped the MTP layer.
 
-    ``config_overrides`` changes the tiny config (e.g. ``fp8_draft_overrides()`` for a
-    block-FP8 draft that SGLang can construct). ``release`` fills both with that release's
-    random weights (``release_fill``); by default bytes depend on the tensor name only.
+    ``quant_format`` picks the dialect (``FORMAT_STORAGES`` lists the storages each writes;
+    ``target_storage`` defaults to its first). ``config_overrides`` changes the tiny config
+    (e.g. ``fp8_draft_overrides()`` for a block-FP8 draft that SGLang can construct).
+    ``release`` fills both with that release's random weights (``release_fill``); by default
+    bytes depend on the tensor name only. ``draft_exclusion`` spells a BF16 draft layer's
+    exclusion (default: ModelOpt ``layer``, the others ``none``).
     """
     overrides = config_overrides or {}
     cfg = TINY_CONFIGS[family](**overrides)
-    original, target = workdir / "original-bf16", workdir / "target-nvfp4"
+    storage = target_storage or FORMAT_STORAGES[quant_format][0]
+    if storage not in FORMAT_STORAGES[quant_format]:
+        raise ValueError(f"{quant_format} writes {', '.join(FORMAT_STORAGES[quant_format])}, not {storage}")
+    original, target = workdir / "original-bf16", workdir / f"target-{storage}"
     fill = release_fill(release) if release is not None else None
     write_checkpoint(original, cfg, model_specs(cfg, "bf16", with_draft=True), num_shards=6, fill=fill)
     target.mkdir(parents=True, exist_ok=True)
-    excludes = nvfp4_exclude_modules(cfg, draft_quantized=target_has_draft and draft_storage != "bf16")
-    target_cfg = {"_name_or_path": TINY_STANDS_IN_FOR[family], **write_quant_config(target, cfg, quant_format, excludes)}
-    write_checkpoint(target, target_cfg, model_specs(cfg, "nvfp4", with_draft=target_has_draft,
-                                                     draft_storage=draft_storage), num_shards=3, fill=fill)
+    draft_quantized = target_has_draft and draft_storage != "bf16"
+    if quant_format in ("nested", "flat"):
+        if draft_exclusion not in (None, "layer"):
+            raise ValueError("ModelOpt targets spell the draft exclusion as model.layers.N* (draft_exclusion='layer')")
+        excludes = nvfp4_exclude_modules(cfg, draft_quantized=draft_quantized)
+        quantized_cfg = write_quant_config(target, cfg, quant_format, excludes)
+    else:
+        quantized_cfg = write_dialect_config(cfg, quant_format, storage, draft_quantized=draft_quantized,
+                                             draft_exclusion=draft_exclusion or "none")
+    stands_in = TINY_STANDS_IN_FOR.get(family)
+    target_cfg = {**({"_name_or_path": stands_in} if stands_in else {}), **quantized_cfg}
+    write_checkpoint(target, target_cfg, model_specs(cfg, storage, with_draft=target_has_draft,
+                                                     draft_storage=draft_storage, quant_format=quant_format),
+                     num_shards=3, fill=fill)
     return SyntheticPair(original, target)
 
 
@@ -368,14 +493,22 @@ def fp8_draft_overrides() -> dict[str, Any]:
 
 
 def full_scale_glm52(directory: Path, *, with_draft: bool = False, storage: Storage = "nvfp4",
-                     num_shards: int | None = None) -> dict[str, str]:
-    """Layout-only GLM-5.2 (real headers, sparse data): 45 NVFP4 shards or 282 BF16 shards."""
+                     num_shards: int | None = None, quant_format: QuantFormat = "nested") -> dict[str, str]:
+    """Layout-only GLM-5.2 (real headers, sparse data): 45 NVFP4 shards or 282 BF16 shards.
+
+    ``quant_format`` writes the NVFP4 target in another dialect's tensor names and declaration
+    (``compressed-tensors``, or ``quark`` with ``storage`` its NVFP4 or FP8); a draft layer is BF16
+    and excluded as graft excludes it.
+    """
     cfg = dict(GLM52_CONFIG)
-    if storage == "nvfp4":
-        cfg = write_quant_config(directory if directory.mkdir(parents=True, exist_ok=True) is None else directory,
-                                 cfg, "nested", nvfp4_exclude_modules(cfg))
-    specs = model_specs(GLM52_CONFIG, storage, with_draft=with_draft)
-    shards = num_shards or (45 if storage == "nvfp4" else 282)
+    directory.mkdir(parents=True, exist_ok=True)
+    if storage != "bf16" and quant_format in ("nested", "flat"):
+        cfg = write_quant_config(directory, cfg, quant_format, nvfp4_exclude_modules(cfg))
+    elif storage != "bf16":
+        cfg = write_dialect_config(cfg, quant_format, storage, draft_quantized=False,
+                                   draft_exclusion="graft" if with_draft else "none")
+    specs = model_specs(GLM52_CONFIG, storage, with_draft=with_draft, quant_format=quant_format)
+    shards = num_shards or (45 if storage != "bf16" else 282)
     return write_checkpoint(directory, cfg, specs, num_shards=shards, sparse=True)
 
 

@@ -64,10 +64,13 @@ def _quant_facts(model: Any) -> dict[str, Any]:
     if decoder is None:  # not a NextN layout (Qwen MTP classes): nothing GLM-specific to report
         return {}
     experts = getattr(getattr(decoder, "mlp", None), "experts", None)
+    shared = getattr(getattr(decoder, "mlp", None), "shared_experts", None)
     outer = getattr(model, "quant_config", None)
     return {"outer": None if outer is None else outer.get_name(), "lm_head": name(model.lm_head),
             "experts": name(experts) if experts is not None else None,
-            "o_proj": name(decoder.self_attn.o_proj)}
+            "shared_experts": name(shared.gate_up_proj) if shared is not None else None,
+            "o_proj": name(decoder.self_attn.o_proj), "eh_proj": name(model.model.eh_proj),
+            "fused_shared": int(getattr(experts, "num_fused_shared_experts", 0) or 0)}
 
 
 def _weight_sync(model: Any, model_dir: str, prefix: str) -> dict[str, Any]:
@@ -114,7 +117,51 @@ def family_glm(params: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-FAMILIES = {"glm": family_glm, "backstop": family_glm}
+def family_dialects(params: dict[str, Any]) -> dict[str, Any]:
+    """compressed-tensors, Quark and FP8 targets, built by SGLang's real loader; ``stock``: with no plugin at all
+    (an ``SGLANG_PLUGINS`` allow-list that names no installed plugin, as an operator would disable it)."""
+    import os
+
+    if params.get("stock"):
+        os.environ["SGLANG_PLUGINS"] = "no-installed-plugin"
+    harness.install_shims(params.get("generation", "sm100"))
+    harness.emulate_quark_capability(params.get("generation", "sm100"))
+    _cpu_rope_device()
+    harness.load_plugins_real()
+    from sglang.srt.plugins.hook_registry import HookRegistry
+
+    logs = harness.capture_logs("sglang_glm_mtp")
+    result: dict[str, Any] = {"cases": {}, "patched": sorted(HookRegistry._patched)}
+    for case in params["cases"]:
+        out, _ = _build(case, logs)
+        result["cases"][case["name"]] = out
+    result["matchers"] = [_sglang_excluded(*query) for query in params.get("matchers", [])]
+    return result
+
+
+def _sglang_excluded(dialect: str, name: str, entries: list[str]) -> Any:
+    """SGLang's own exclusion rule of ``dialect`` for module ``name`` (checkpoint/quant_match.py mirrors these)."""
+    from sglang.srt.layers.quantization.compressed_tensors.utils import should_ignore_layer as ct_ignored
+    from sglang.srt.layers.quantization.fp8 import Fp8Config
+    from sglang.srt.layers.quantization.quark.utils import should_ignore_layer as quark_ignored
+    from sglang.srt.layers.quantization.utils import is_layer_skipped
+
+    from sglang_glm_mtp.checkpoint.quant_match import PACKED_MODULES
+
+    fused = {name: list(shards) for name, shards in PACKED_MODULES.items()}  # what DeepSeek/GLM models declare
+    try:
+        if dialect == "compressed-tensors":
+            return bool(ct_ignored(name, ignore=entries, fused_mapping=fused))
+        if dialect == "quark":
+            return bool(quark_ignored(name, entries, fused_mapping=fused))
+        config = Fp8Config.from_config({"quant_method": "fp8", "activation_scheme": "dynamic",
+                                        "modules_to_not_convert": entries})
+        return bool(is_layer_skipped(name, config.ignored_layers, fused_mapping=fused))
+    except ValueError as exc:
+        return f"ValueError: {exc}"
+
+
+FAMILIES = {"glm": family_glm, "backstop": family_glm, "dialects": family_dialects}
 
 if __name__ == "__main__":
     scenario_main(FAMILIES)

@@ -55,6 +55,17 @@ def install_shims(generation: str = "sm90") -> None:
         sys.modules.update({"vllm": vllm, "vllm._custom_ops": ops})
 
 
+def emulate_quark_capability(generation: str) -> None:
+    """GPU fact: Quark's scheme check asks ``sglang.srt.utils.get_device_capability`` (``(None, None)`` on a CPU)
+    for the generation before it builds an FP8 or MXFP4 linear; answer as ``generation``."""
+    from sglang.srt.layers.quantization.quark import quark
+
+    from sglang_glm_mtp.gpu_emulation import GENERATIONS
+
+    capability = GENERATIONS[generation]["device_capability"]
+    quark.get_device_capability = lambda *a, **k: capability
+
+
 def emulate_cuda_indexer_fusion(sm_count: int = 132) -> None:
     """Let the DSA indexer take its CUDA branch: one bf16 ``wk_weights_proj`` instead of wk + weights_proj.
 

@@ -7,7 +7,8 @@ import re
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sglang_glm_mtp.checkpoint.quant_config import _FUSED_TAILS, QuantDeclaration, is_layer_excluded
+from sglang_glm_mtp.checkpoint.quant_config import QuantDeclaration, is_layer_excluded
+from sglang_glm_mtp.checkpoint.quant_match import FUSED_TAILS as _FUSED_TAILS
 from sglang_glm_mtp.synthetic import GLM52_CONFIG, nvfp4_exclude_modules
 
 

@@ -89,6 +89,7 @@ def ckpt(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "bf16_in_fp8_target": _fp8_target(synthetic.tiny_pair(root / "fp8-target",
                                                                config_overrides=synthetic.fp8_draft_overrides()).original),
         "glm45_original": synthetic.tiny_pair(root / "glm45", family="glm4.5").original,
+        "ct_bf16": synthetic.tiny_pair(root / "ct", quant_format="compressed-tensors", target_has_draft=True).target,
     }
 
 
@@ -284,6 +285,7 @@ def ep(ckpt: dict[str, Path]) -> dict[str, Any]:
          "argv": parallel + ["--enforce-shared-experts-fusion"]},
         {"name": "partial", "model": str(ckpt["partial"]), "argv": parallel + FP4, "env": SKIP_PREFLIGHT,
          "postprocess": False},
+        {"name": "ct_bf16_fused", "model": str(ckpt["ct_bf16"]), "argv": parallel + ["--enforce-shared-experts-fusion"]},
     ]
     return run_family("expert_parallel", {"cases": cases, "world_size": 2, "timeout": 240})
 
@@ -313,6 +315,18 @@ def test_each_rank_expects_and_holds_only_its_experts(ep: dict[str, Any]) -> Non
         coverage_passed(fused, f"rank {rank} shared fused")
         assert fused["facts"]["experts"]["expected_experts"] == owned + [4], fused["facts"]["experts"]
         assert fused["values"]["expert_layout"]["shared"] == "gate,up"
+
+
+@plugin_only
+def test_compressed_tensors_bf16_draft_is_unquantized_on_every_rank(ep: dict[str, Any]) -> None:
+    """A compressed-tensors NVFP4 target whose MTP layer is BF16 (no exclusion reaching model.decoder), under TP=2,
+    EP=2 and shared-expert fusion: each rank builds its experts BF16 and loads every parameter it owns."""
+    for rank, owned in (("0", [0, 1, 4]), ("1", [2, 3, 4])):
+        case = ok(ep["ranks"][rank]["cases"]["ct_bf16_fused"], f"rank {rank} compressed-tensors")
+        coverage_passed(case, f"rank {rank} compressed-tensors")
+        experts = case["facts"]["experts"]
+        assert experts["method"] == "UnquantizedFusedMoEMethod" and experts["expected_experts"] == owned, experts
+        assert case["facts"]["outer_quant"] == "compressed_tensors" and case["facts"]["decoder_quant"] is None
 
 
 def test_tp_sharding_does_not_false_alarm(ep: dict[str, Any]) -> None:

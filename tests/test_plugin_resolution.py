@@ -38,6 +38,9 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "nvfp4_draft": synthetic.tiny_pair(root / "nvfp4", target_has_draft=True, draft_storage="nvfp4").target,
         "corrupt_header": synthetic.make_variant(root / "corrupt", "corrupt-header"),
         "unreadable_index": _unreadable_index(synthetic.tiny_pair(root / "unreadable", target_has_draft=True).target),
+        "ct_ready": synthetic.tiny_pair(root / "ct", quant_format="compressed-tensors", target_has_draft=True).target,
+        "ct_missing": synthetic.tiny_pair(root / "ct-missing", quant_format="compressed-tensors").target,
+        "quark_missing": synthetic.tiny_pair(root / "quark-missing", quant_format="quark").target,
     }
 
 
@@ -78,6 +81,9 @@ def resolution(checkpoints: dict[str, Path]) -> dict[str, Any]:
         # the plugin's own judgement (patch 0004 warns on unreadable headers and leaves them to the loader)
         cases += [{"name": "corrupt_header", "model": str(checkpoints["corrupt_header"]), "argv": NEXTN + FP4},
                   {"name": "no_preflight_result", "model": str(checkpoints["unreadable_index"]), "argv": NEXTN + FP4}]
+        # compressed-tensors / Quark targets, their method auto-detected from config.json as users launch them
+        cases += [{"name": name, "model": str(checkpoints[name]), "argv": NEXTN}
+                  for name in ("ct_ready", "ct_missing", "quark_missing")]
     cases += [
         {"name": "no_flashinfer", "model": str(checkpoints["ready"]), "argv": NEXTN + FP4,
          "facts": {"has_flashinfer": False}},
@@ -127,6 +133,23 @@ def test_ready_sm100_picks_flashinfer_cutlass_over_inherited_trtllm(resolution: 
     else:  # SGLang's own default pass decided it, and the plugin did not run
         assert "_speculative_moe_runner_default" in case["sources"] and "glm_mtp" not in case["sources"]
         assert not (case["state"] or {}).get("moe_runner")
+
+
+@plugin_only
+def test_compressed_tensors_nvfp4_target_gets_the_modelopt_nvfp4_runner_choice(resolution: dict[str, Any]) -> None:
+    """The rule table sees an NVFP4 target whatever its dialect: a BF16 draft under a compressed-tensors NVFP4 target
+    on SM100 gets the same runner and rule as under ModelOpt NVFP4 (test_ready_sm100_…)."""
+    case = resolution["cases"]["ct_ready"]
+    assert case["ok"], case
+    assert case["state"]["preflight"]["target_precision"] == "nvfp4"
+    assert (case["spec_runner"], case["state"]["moe_runner"]["rule"]) == ("flashinfer_cutlass", "blackwell-bf16-draft")
+
+
+@plugin_only
+@pytest.mark.parametrize("name", ["ct_missing", "quark_missing"])
+def test_missing_layer_is_refused_in_every_dialect(resolution: dict[str, Any], name: str) -> None:
+    case = resolution["cases"][name]
+    assert case["error_type"] == "DraftLayerMissingError" and "model.layers.4" in case["error"], case
 
 
 @pytest.mark.parametrize("name, runner, rule", [

@@ -20,7 +20,15 @@ M = "mlp.experts.0.down_proj"
     ({f"{M}.weight": "F8_E4M3", f"{M}.weight_scale_inv": "F32"}, "fp8"),
     ({f"{M}.weight": "U8"}, "unknown"),  # packed bytes without the NVFP4 block scale: not NVFP4
     ({f"{M}.weight": "U8", f"{M}.weight_scale_2": "F32"}, "unknown"),  # the global scale alone is not enough
-    ({f"{M}.weight": "I8", f"{M}.weight_scale": "F32"}, "unknown"),  # e.g. W8A8 int8: not a format we build
+    ({f"{M}.weight": "I8", f"{M}.weight_scale": "F32"}, "int8"),  # compressed-tensors naive-quantized W8A8
+    # compressed-tensors: the packed weight has its own name
+    ({f"{M}.weight_packed": "U8", f"{M}.weight_scale": "F8_E4M3", f"{M}.weight_global_scale": "F32"}, "nvfp4"),
+    ({f"{M}.weight_packed": "I32", f"{M}.weight_scale": "BF16", f"{M}.weight_shape": "I64"}, "int4"),
+    ({f"{M}.weight_packed": "F16"}, "unknown"),
+    ({f"{M}.weight": "F8_E4M3", f"{M}.weight_scale": "F32"}, "fp8"),  # per-channel (compressed-tensors, Quark)
+    ({f"{M}.weight": "U8", f"{M}.weight_scale": "U8"}, "mxfp4"),  # Quark MXFP4: E8M0 scales stored as U8
+    ({f"{M}.weight": "U8", f"{M}.weight_scale": "F8_E8M0"}, "mxfp4"),  # ... or in safetensors' E8M0 dtype
+    ({f"{M}.weight": "I16"}, "unknown"),
     ({f"{M}.weight_scale": "F8_E4M3"}, None),  # no weight: absent, not a precision
 ])
 def test_module_precision(dtypes: dict[str, str], label: str | None) -> None:

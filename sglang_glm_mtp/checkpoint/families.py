@@ -304,6 +304,12 @@ class ModelFamily:
     norms: Callable[[Config], list[LayerTensor]] = layer_norms
     #: tensors beyond attention/indexer/MLP on the draft layer that SGLang's draft consumes (GLM-5.3-Flash)
     draft_extras: Callable[[Config], list[LayerTensor]] = lambda cfg: []
+    #: the draft class's ``hf_to_sglang_mapper`` as (substring, replacement) pairs, which the loader applies to
+    #: the quant config's exclusions before building the draft (empty for every GLM class)
+    quant_name_map: tuple[tuple[str, str], ...] = ()
+    #: the draft class rewrites exact Quark exclusions of its layer to draft names itself (GLM-5's
+    #: ``_resolve_nextn_quant_config``)
+    quark_remaps_layer: bool = False
 
     def text_config(self, cfg: Config) -> Config:
         """The view the layer rules read: ``config_section`` merged over the top level (architectures kept)."""
@@ -364,6 +370,7 @@ FAMILIES: tuple[ModelFamily, ...] = (
         draft_embed_and_head=False,
         source_hint="zai-org/GLM-5.2",
         releases=("zai-org/GLM-5", "zai-org/GLM-5.1", "zai-org/GLM-5.2"),
+        quark_remaps_layer=True,
     ),
     ModelFamily(
         name="deepseek-v3",  # DeepSeek-V3/R1 (no indexer) and V3.2 (indexer)
@@ -375,6 +382,7 @@ FAMILIES: tuple[ModelFamily, ...] = (
         source_hint="deepseek-ai/DeepSeek-V3",
         releases=("deepseek-ai/DeepSeek-V3", "deepseek-ai/DeepSeek-V3-0324", "deepseek-ai/DeepSeek-R1",
                   "deepseek-ai/DeepSeek-R1-0528", "deepseek-ai/DeepSeek-V3.1", "deepseek-ai/DeepSeek-V3.2"),
+        quant_name_map=(("model.layers.61", "model.decoder"),),  # DeepseekV3ForCausalLMNextN, for amd/...-MXFP4
     ),
     ModelFamily(
         name="glm-4.5",  # GLM-4.5/4.6/4.7: GQA attention, MTP sometimes in an un-indexed mtp.safetensors

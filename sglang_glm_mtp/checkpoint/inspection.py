@@ -12,18 +12,22 @@ Headers are read concurrently; the index is walked once, in C where possible.
 from __future__ import annotations
 
 import gc
+import json
 import logging
+from collections import Counter
 from contextlib import contextmanager
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from operator import countOf
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from ..errors import CheckpointUnreadable
+from .draft_names import NEVER_QUANTIZED, sglang_module
 from .families import Config, ConfigError, LayerTensor, ModelFamily, family_for, supported_architectures
 from .files import CONFIG_FILE, INDEX_FILE, QUANT_FILE
 from .index_scan import QUANT_SUFFIXES, IndexScan
-from .precision import OPTIONAL_SUFFIXES, Precision, module_precision, overall_precision, quantized_form
+from .precision import (FLEXIBLE_SUFFIXES, OPTIONAL_SUFFIXES, QUANTIZED, Precision, layout_precision, module_layout,
+                        module_precision, overall_precision, quantized_form)
 from .quant_config import QuantConfigError, QuantDeclaration, read_quant_declaration
 from .report import DAMAGE_CODES, InspectionReport, Problem, TensorLocation
 from .safetensors_format import (PREFIX_BYTES, TAIL_BYTES, HeaderError, ShardHeader, TensorSpec, looks_intact,
@@ -166,7 +170,8 @@ class _Inspection:
 
         report.target_precision = _target_precision(decl, scan)
         report.quant_config = {"source": decl.source, "quant_algo": decl.quant_algo,
-                               "exclude_key": decl.exclude_key}
+                               "exclude_key": decl.exclude_key, "dialect": decl.dialect,
+                               "stock_sglang_builds_as_stored": None, "entries_to_add": []}
         if layer is None:
             report.status = "not-applicable"
             return report
@@ -186,7 +191,7 @@ class _Inspection:
         found = {name[len(prefix):]: loc.entry for name, loc in located.items()}
         expected = list(_expected(family, cfg, report.standalone_draft))  # built once, only now
         self._compare(report, prefix, expected, found)
-        self._check_quant(report, decl, prefix, expected, found)
+        self._check_quant(report, decl, prefix, expected, found, family)
 
         report.problems = self.problems
         report.status = _status(self.problems)
@@ -390,25 +395,33 @@ class _Inspection:
                  found: dict[str, Any]) -> None:
         dtypes = {name: entry.dtype for name, entry in found.items()}
         per_module: dict[str, Precision] = {}
+        layouts: dict[str, str] = {}
         for tensor in expected:
             if tensor.linear:
-                precision = module_precision(tensor.module, dtypes)
-                if precision is not None:
-                    per_module[tensor.module] = precision
+                layout = module_layout(tensor.module, dtypes)
+                if layout is not None:
+                    layouts[tensor.module] = layout
+                    per_module[tensor.module] = layout_precision(layout)
         layer_precision = overall_precision(per_module) if per_module else None
         report.draft_precision = layer_precision
 
         wanted: dict[str, TensorSpec] = {}
         optional: set[str] = set()
-        fallback: Precision = layer_precision if layer_precision in ("nvfp4", "fp8") else "bf16"
+        flexible: set[str] = set()  # scales whose shape and dtype depend on an unstated strategy
+        fallback: Precision = layer_precision if layer_precision in QUANTIZED else "bf16"
+        fallback_layout = _most_common(l for m, l in layouts.items() if ".experts." in m and l != "bf16")
         for tensor in expected:
             precision: Precision = per_module.get(tensor.module, "bf16") if tensor.linear else "bf16"
+            layout = layouts.get(tensor.module)
             if tensor.linear and tensor.module not in per_module and _quantized_group(tensor, per_module):
-                precision = fallback  # missing expert of a quantized layer: expect its quantized form
-            for spec in quantized_form(tensor, precision):
+                precision, layout = fallback, fallback_layout  # missing expert of a quantized layer
+            for spec in quantized_form(tensor, precision, layout=layout):
                 wanted[spec.name] = spec
-                if precision in OPTIONAL_SUFFIXES and spec.name.rsplit(".", 1)[-1] in OPTIONAL_SUFFIXES[precision]:
+                suffix = spec.name.rsplit(".", 1)[-1]
+                if layout is not None and suffix in OPTIONAL_SUFFIXES.get(layout, ()):
                     optional.add(spec.name)
+                if layout is not None and suffix in FLEXIBLE_SUFFIXES.get(layout, ()):
+                    flexible.add(spec.name)
 
         missing = sorted((n for n in wanted if n not in found and n not in optional), key=_natural)
         unexpected = sorted((n for n in found if n not in wanted), key=_natural)
@@ -436,7 +449,7 @@ class _Inspection:
         bad_shapes, bad_dtypes = [], []
         for name, spec in wanted.items():
             entry = found.get(name)
-            if entry is None:
+            if entry is None or name in flexible:
                 continue
             if tuple(entry.shape) != tuple(spec.shape):
                 bad_shapes.append(f"{prefix}{name} {list(entry.shape)} (config says {list(spec.shape)})")
@@ -453,7 +466,7 @@ class _Inspection:
     # ------------------------------------------------------------------ quantization
 
     def _check_quant(self, report: InspectionReport, decl: QuantDeclaration, prefix: str,
-                     expected: Iterable[LayerTensor], found: dict[str, Any]) -> None:
+                     expected: Iterable[LayerTensor], found: dict[str, Any], family: ModelFamily) -> None:
         precision = report.draft_precision
         if precision is None:
             return
@@ -462,6 +475,7 @@ class _Inspection:
                          f"the draft layer mixes storage formats ({precision}); neither SGLang 0.5.23 nor the "
                          "glm_mtp plugin can build one quant config for it. Graft a uniform layer with --force.")
         elif precision != "bf16" and decl.is_modelopt and decl.precision == "nvfp4":
+            report.quant_config["stock_sglang_builds_as_stored"] = False
             if precision == "nvfp4":
                 self.problem("draft-precision-unsupported",
                              "the draft layer is stored NVFP4; stock SGLang 0.5.23 forces the NextN draft "
@@ -472,28 +486,88 @@ class _Inspection:
                              f"the draft layer is stored {precision.upper()} under an NVFP4 target; stock SGLang "
                              "0.5.23 builds it unquantized and fails to load it. The glm_mtp plugin builds it with "
                              "the FP8 config and makes it work.", "warning")
+        if decl.dialect == "unknown":
+            self.problem("quant-config-mismatch",
+                         f"{decl.source} quant_method {decl.method!r} is not a dialect this package reads (modelopt, "
+                         "fp8, compressed-tensors, quark); whether SGLang builds the draft layer quantized is not "
+                         "checked: the glm_mtp plugin's post-load check judges the loaded layer", "warning",
+                         decl.source)
+            return
         if not decl.quantizes:
             return
-        modules = sorted({t.module for t in expected if t.linear and f"{t.module}.weight" in found})
         dtypes = {n: e.dtype for n, e in found.items()}
+        stored = {t.module: module_precision(t.module, dtypes) for t in expected if t.linear}
+        stored = {m: p for m, p in stored.items() if p is not None and m not in NEVER_QUANTIZED}
+        if decl.dialect == "quark" and dtypes.get("eh_proj.weight") in ("BF16", "F16", "F32"):
+            stored["eh_proj"] = "bf16"  # Quark alone builds eh_proj as a quantized linear
         everything = decl.excludes_all_under(prefix)  # ~800 modules in a GLM-5.2 draft: skip matching each
 
         def excluded(module: str) -> bool:
             return everything or decl.is_excluded(prefix + module)
 
-        wrong_bf16 = [m for m in modules if module_precision(m, dtypes) == "bf16" and not excluded(m)]
-        wrong_quant = [m for m in modules if module_precision(m, dtypes) in ("nvfp4", "fp8") and excluded(m)]
+        if precision == "bf16":
+            self._check_bf16_draft(report, decl, prefix, sorted(stored), family, excluded)
+            return
+        wrong_bf16 = [m for m, p in stored.items() if p == "bf16" and m != "eh_proj" and not excluded(m)]
+        wrong_quant = [m for m, p in stored.items() if p in QUANTIZED and excluded(m)]
         where = f"{decl.source} {decl.exclude_key or 'exclude list'}"
         severity = "warning" if decl.is_modelopt else "error"
         if wrong_bf16:
             self.problem("quant-config-mismatch",
                          f"{len(wrong_bf16)} draft module(s) are stored BF16 but {where} would quantize them "
-                         f"({_names([prefix + m for m in wrong_bf16])}); add \"{prefix[:-1]}*\" to it",
+                         f"({_names([prefix + m for m in sorted(wrong_bf16)])}); add them to it",
                          severity, decl.source)
         if wrong_quant:
             self.problem("quant-config-mismatch",
                          f"{len(wrong_quant)} draft module(s) are stored quantized but {where} excludes them "
-                         f"({_names([prefix + m for m in wrong_quant])})", severity, decl.source)
+                         f"({_names([prefix + m for m in sorted(wrong_quant)])})", severity, decl.source)
+        if wrong_bf16 or wrong_quant or decl.dialect == "modelopt":
+            return
+        quark_remap = prefix[:-1] if family.quark_remaps_layer else None
+        stock = list(dict.fromkeys(sglang_module(m) for m, p in stored.items() if (p == "bf16") == decl.
+                                   stock_builds_quantized(m, family.quant_name_map, quark_remap)))
+        report.quant_config["stock_sglang_builds_as_stored"] = not stock
+        if stock:
+            self.problem("quant-config-mismatch",
+                         f"{where} names the draft layer's modules by their checkpoint names, which never reach "
+                         f"the draft SGLang builds (model.decoder.*): stock SGLang 0.5.23 would build "
+                         f"{len(stock)} module(s) in another precision than stored ({_names(stock)}) and fail to "
+                         "load them. The glm_mtp plugin translates the exclusions to the draft's names, so SGLang "
+                         "with the plugin serves it as is.", "warning", decl.source)
+
+    def _check_bf16_draft(self, report: InspectionReport, decl: QuantDeclaration, prefix: str, modules: list[str],
+                          family: ModelFamily, excluded: Callable[[str], bool]) -> None:
+        """A BF16 layer under a quantized target: does its declaration keep it BF16, in SGLang and elsewhere?
+
+        Two readers: stock SGLang, which asks by the draft's own names after the draft class's
+        name map (``QuantDeclaration.stock_builds_quantized``), and every other consumer
+        (transformers, vLLM), which asks by the checkpoint's names. The glm_mtp plugin builds a
+        BF16 layer unquantized whatever the declaration says, so either gap is a warning that
+        names the exact entries to add.
+        """
+        quark_remap = prefix[:-1] if family.quark_remaps_layer else None
+        stock = [m for m in modules if decl.stock_builds_quantized(m, family.quant_name_map, quark_remap)]
+        declared = [m for m in modules if m != "eh_proj" and not excluded(m)]
+        report.quant_config["stock_sglang_builds_as_stored"] = not stock
+        if not stock and not declared:
+            return
+        entries = [e for e in decl.bf16_draft_entries(prefix[:-1], family.quant_name_map) if e not in decl.exclude]
+        key = decl.exclude_key or "exclude list"
+        report.quant_config["entries_to_add"] = entries
+        gaps = []
+        if stock:
+            built = list(dict.fromkeys(sglang_module(m) for m in stock))
+            gaps.append(f"stock SGLang 0.5.23 would build {len(built)} of its modules quantized "
+                        f"({_names(built)}) and fail to load it or serve unloaded weights")
+        if declared:
+            gaps.append(f"{decl.source} {key} does not exclude {len(declared)} of them by checkpoint name "
+                        f"({_names([prefix + m for m in declared])}), which transformers and vLLM read")
+        self.problem("quant-config-mismatch",
+                     f"the draft layer is stored BF16 under a {decl.dialect} {decl.precision.upper()} target, but "
+                     f"{'; and '.join(gaps)}. The glm_mtp plugin builds it unquantized, so SGLang with the plugin "
+                     f"serves it as is; for stock SGLang and other engines add {' and '.join(entries)} to "
+                     f"{decl.source} {key} (as JSON: {_json_list(entries)}; sglang-glm-mtp graft --force writes "
+                     "them)", "warning", decl.source)
 
 
 def _expected(family: ModelFamily, cfg: Config, standalone: bool) -> Iterable[LayerTensor]:
@@ -503,6 +577,10 @@ def _expected(family: ModelFamily, cfg: Config, standalone: bool) -> Iterable[La
 
 
 def _target_precision(decl: QuantDeclaration, scan: IndexScan | None) -> Precision:
+    """The declaration's dialect fields for compressed-tensors and Quark (their tensor names carry no ModelOpt or
+    block-FP8 suffix); ModelOpt and FP8 targets by the scale suffixes the index holds, else the declaration."""
+    if decl.dialect in ("compressed-tensors", "quark", "unknown"):
+        return decl.precision
     kinds: set[Precision] = set()
     if scan is not None:
         kinds |= {QUANT_SUFFIXES[s] for s in scan.quant_suffixes}
@@ -517,6 +595,12 @@ def _chosen_prefix(prefixes: tuple[str, ...], located: dict[str, TensorLocation]
     """The accepted prefix most draft tensors use; the family's first when none is present."""
     counts = [sum(name.startswith(p) for name in located) for p in prefixes]
     return prefixes[counts.index(max(counts))] if any(counts) else prefixes[0]
+
+
+def _most_common(values: Iterable[str]) -> str | None:
+    """The most frequent layout among a layer's quantized experts (a missing expert is expected in it)."""
+    counts = Counter(values)
+    return counts.most_common(1)[0][0] if counts else None
 
 
 def _quantized_group(tensor: LayerTensor, per_module: dict[str, Precision]) -> bool:
@@ -563,6 +647,11 @@ def _remedy(report: InspectionReport, family: ModelFamily, source: CheckpointSou
     if report.status == "invalid":
         return f"re-graft the draft layer: {graft}{why}"
     return graft + why
+
+
+def _json_list(entries: list[str]) -> str:
+    """Entries as they are written into the JSON file (copy-pasteable, backslashes doubled)."""
+    return json.dumps(entries)
 
 
 def _names(names: Iterable[str]) -> str:

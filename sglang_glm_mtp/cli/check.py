@@ -15,8 +15,11 @@ from ._format import count, emit_json, out, size
 
 def format_report(report: InspectionReport) -> str:
     """The human ``check`` report: what was found, every problem, and the command that fixes it."""
+    dialect = (report.quant_config or {}).get("dialect")
+    declared = f" ({dialect})" if dialect not in (None, "none", "modelopt") else ""  # ModelOpt: the default, unsaid
     lines = [f"checkpoint:   {report.checkpoint}",
-             f"architecture: {report.architecture} (family {report.family}); target precision {report.target_precision}"]
+             f"architecture: {report.architecture} (family {report.family}); target precision "
+             f"{report.target_precision}{declared}"]
     if report.status == "not-applicable":
         lines.append("draft layer:  none declared (num_nextn_predict_layers = 0): nothing to check")
     else:

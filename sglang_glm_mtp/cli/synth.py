@@ -21,21 +21,20 @@ def _synth(args: argparse.Namespace) -> int:
     workdir = Path(args.dir).expanduser()
     if workdir.exists() and (not workdir.is_dir() or any(workdir.iterdir())):
         raise UsageError(f"{workdir} exists and is not an empty directory; choose a new DIR")
-    if args.defect and args.family != "glm5":
-        raise UsageError("--defect needs --family glm5 (the defect variants are built from the tiny GLM-5.2 pair)")
+    if args.defect and (args.family != "glm5" or args.quant_format != "modelopt"):
+        raise UsageError("--defect needs --family glm5 and --quant-format modelopt (the defect variants are built "
+                         "from the tiny GLM-5.2 ModelOpt NVFP4 pair)")
     workdir.mkdir(parents=True, exist_ok=True)
     if args.defect:
         target = synthetic.make_variant(workdir, args.defect)
         original = workdir / "original-bf16"
         what = f"tiny NVFP4 target whose only defect is {args.defect}"
-    elif args.family in synthetic.NVFP4_PAIR_FAMILIES:
-        pair = synthetic.tiny_pair(workdir, family=args.family)
+    else:
+        fmt = {"modelopt": "nested"}.get(args.quant_format, args.quant_format)
+        storage = synthetic.FORMAT_STORAGES[fmt][0]
+        pair = synthetic.tiny_pair(workdir, family=args.family, quant_format=fmt)
         original, target = pair.original, pair.target
-        what = "tiny NVFP4 target without its MTP draft layer"
-    else:  # the families built from transformers' config classes have BF16 tiny checkpoints only
-        original = synthetic.tiny_bf16(workdir / "original-bf16", args.family)
-        target = synthetic.tiny_bf16(workdir / "target-bf16", args.family, with_draft=False)
-        what = "tiny BF16 target without its MTP draft layer"
+        what = f"tiny {args.quant_format} {storage.upper()} target without its MTP draft layer"
     out(f"original: {original}  (tiny BF16 {args.family} release with its MTP draft layer)")
     out(f"target:   {target}  ({what})")
     out("try:")
@@ -56,6 +55,10 @@ def register(sub: Any) -> None:
     synth.add_argument("dir", metavar="DIR", help="new or empty directory")
     synth.add_argument("--family", choices=sorted(TINY_CONFIGS), default="glm5",
                        help="architecture of the tiny pair (default glm5: GLM-5.2-like)")
+    synth.add_argument("--quant-format", choices=("modelopt", "compressed-tensors", "quark", "fp8"),
+                       default="modelopt",
+                       help="the target's quantization dialect: modelopt (NVFP4, hf_quant_config.json; default), "
+                            "compressed-tensors (NVFP4, llm-compressor), quark (FP8, AMD Quark), fp8 (block FP8)")
     synth.add_argument("--defect", choices=[c for c in PROBLEM_CODES if c != "unexpected-tensor"], default=None,
                        metavar="CODE", help="give the target exactly this check problem code: "
                                             + ", ".join(c for c in PROBLEM_CODES if c != "unexpected-tensor"))

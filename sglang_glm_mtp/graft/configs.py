@@ -1,34 +1,36 @@
-"""Config edits: keep a BF16 draft out of quantization in whichever ModelOpt declaration exists."""
+"""Config edits: keep a BF16 draft out of quantization, in whichever dialect the target declares.
+
+ModelOpt gets ``model.layers.N*`` (its glob reaches the draft through the NVFP4 override and
+the plugin); compressed-tensors, Quark and block FP8 get the entries their own matchers apply
+to the draft's ``model.decoder.*`` names *and* to the checkpoint's names
+(``QuantDeclaration.bf16_draft_entries``), so stock SGLang, transformers and vLLM all build
+the grafted layer BF16.
+"""
 
 from __future__ import annotations
 
 import copy
 import json
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from ..checkpoint import jsonio
-from ..checkpoint.quant_config import draft_exclude_pattern, is_layer_excluded
-from ..errors import CheckpointUnreadable, GraftError
 from ..checkpoint.families import ModelFamily
 from ..checkpoint.files import QUANT_FILE
+from ..checkpoint.quant_config import QuantConfigError, QuantDeclaration, read_quant_declaration
+from ..errors import CheckpointUnreadable, GraftError
 from .records import layer_prefix
 
 
 def quant_edits(target_dir: Path, cfg_doc: dict[str, Any], layer: int, draft_precision: str | None,
-                 notes: list[str], family: ModelFamily | None = None
-                 ) -> tuple[dict[str, Any] | None, dict[str, Any] | None, list[str], list[str]]:
-    """Exclude the BF16 draft from quantization in whichever ModelOpt declaration exists.
+                notes: list[str], family: ModelFamily | None = None
+                ) -> tuple[dict[str, Any] | None, dict[str, Any] | None, list[str], list[str]]:
+    """Exclude a BF16 draft from quantization in the declaration SGLang reads (and ModelOpt's other file).
 
     Returns (new config.json or None, new hf_quant_config.json or None, config changes, quant changes).
     """
-    pattern = draft_exclude_pattern(layer)
     prefix = layer_prefix(family, layer)[:-1]
-    new_cfg: dict[str, Any] | None = None
-    new_quant: dict[str, Any] | None = None
-    cfg_changes: list[str] = []
-    quant_changes: list[str] = []
-    flat = cfg_doc.get("quantization_config")
+    name_map = family.quant_name_map if family is not None else ()
     quant_path = target_dir / QUANT_FILE
     nested_doc: Any = None
     if quant_path.is_file():
@@ -36,40 +38,53 @@ def quant_edits(target_dir: Path, cfg_doc: dict[str, Any], layer: int, draft_pre
             nested_doc = json.loads(quant_path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise GraftError(f"{quant_path} is not valid JSON ({exc}); fix or remove it first") from None
-    has_flat = isinstance(flat, dict) and bool(flat)
+    try:
+        decl = read_quant_declaration(cfg_doc, nested_doc)
+    except QuantConfigError as exc:
+        raise GraftError(f"TARGET {exc}; fix the entry first (sglang-glm-mtp check names it)") from None
     has_nested = isinstance(nested_doc, dict) and isinstance(nested_doc.get("quantization"), dict)
-    if not has_flat and not has_nested:
+    if decl.source == "none" and not has_nested:
         return None, None, [], []
     if draft_precision != "bf16":
         notes.append(f"the grafted draft layer is stored {draft_precision}; the quant config is left as it is "
-                     f"(no {pattern} exclusion added)")
+                     f"(no exclusion of {prefix} added)")
         return None, None, [], []
-    if has_flat:
-        method = flat.get("quant_method")
-        key = next((k for k in ("ignore", "modules_to_not_convert", "exclude_modules") if k in flat), None)
-        if key is None and method in (None, "modelopt", "modelopt_fp4", "modelopt_fp8"):
-            key = "ignore"
-        if key is None or method not in (None, "modelopt", "modelopt_fp4", "modelopt_fp8"):
-            notes.append(f"config.json quantization_config (quant_method {method!r}) is not a ModelOpt declaration; "
-                         f"it is left as it is: check that it keeps {prefix} unquantized")
-        else:
-            current = list(flat.get(key) or [])
-            if is_layer_excluded(prefix, current):
-                notes.append(f"config.json quantization_config.{key} already excludes {prefix}")
-            else:
-                new_cfg = copy.deepcopy(cfg_doc)
-                new_cfg["quantization_config"][key] = current + [pattern]
-                cfg_changes.append(f"quantization_config.{key} += {pattern!r}")
+    if decl.dialect == "unknown":
+        raise GraftError(f"TARGET config.json quantization_config has quant_method {decl.method!r}, which graft "
+                         "cannot write an exclusion for (modelopt, fp8, compressed-tensors, quark); graft into a "
+                         "checkpoint of a known dialect, or add the BF16 layer's exclusion by hand")
+    new_cfg: dict[str, Any] | None = None
+    cfg_changes: list[str] = []
+    if decl.source == "config.json":
+        new_cfg, cfg_changes = _add_entries(cfg_doc, decl, prefix, name_map, notes)
+    new_quant: dict[str, Any] | None = None
+    quant_changes: list[str] = []
     if has_nested:
-        nested = nested_doc["quantization"]
-        current = list(nested.get("exclude_modules") or [])
-        if is_layer_excluded(prefix, current):
-            notes.append(f"{QUANT_FILE} quantization.exclude_modules already excludes {prefix}")
-        else:
-            new_quant = copy.deepcopy(nested_doc)
-            new_quant["quantization"]["exclude_modules"] = current + [pattern]
-            quant_changes.append(f"quantization.exclude_modules += {pattern!r}")
+        nested = read_quant_declaration({}, nested_doc)
+        edited, quant_changes = _add_entries(nested_doc, nested, prefix, name_map, notes)
+        new_quant = edited
     return new_cfg, new_quant, cfg_changes, quant_changes
+
+
+def _add_entries(doc: dict[str, Any], decl: QuantDeclaration, prefix: str, name_map: tuple[tuple[str, str], ...],
+                 notes: list[str]) -> tuple[dict[str, Any] | None, list[str]]:
+    """The document with the dialect's BF16-draft entries appended to its exclude list, or None if all are there."""
+    nested = decl.source == "hf_quant_config.json"
+    where = f"{QUANT_FILE} quantization" if nested else "config.json quantization_config"
+    key = decl.exclude_key or "ignore"
+    wanted = decl.bf16_draft_entries(prefix, name_map)
+    if decl.dialect == "modelopt" and decl.excludes_all_under(prefix + ".") or decl.is_modelopt and \
+            decl.is_excluded(prefix):
+        notes.append(f"{where}.{key} already excludes {prefix}")
+        return None, []
+    missing = [entry for entry in wanted if entry not in decl.exclude]
+    if not missing:
+        notes.append(f"{where}.{key} already excludes {prefix}")
+        return None, []
+    edited = copy.deepcopy(doc)
+    section = edited["quantization"] if nested else edited["quantization_config"]
+    section[key] = list(section.get(key) or []) + missing
+    return edited, [f"{'quantization' if nested else 'quantization_config'}.{key} += {entry!r}" for entry in missing]
 
 
 def read_json_file(path: Path, shard_files: Iterable[str] | None = None) -> dict[str, Any]:

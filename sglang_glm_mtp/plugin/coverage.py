@@ -300,6 +300,15 @@ def draft_prefixes(model: Any) -> tuple[str, ...]:
     return family.prefixes_for_layer(draft_layer_id(layers))
 
 
+#: Parameter name endings that only a quantized build has (NVFP4, FP8, compressed-tensors, Quark).
+QUANT_PARAMETER_SUFFIXES = ("weight_packed", "weight_scale", "weight_scale_2", "weight_scale_inv", "input_scale",
+                            "weight_global_scale", "input_global_scale", "weight_zero_point", "weight_shape")
+
+
+def _is_quant_parameter(name: str) -> bool:
+    return name.rsplit(".", 1)[-1].removeprefix("w13_").removeprefix("w2_") in QUANT_PARAMETER_SUFFIXES
+
+
 def _message(outcome: CoverageResult, *, known_layer: bool = True) -> str:
     if not known_layer:  # a draft class outside the family table: layer_prefix holds the class name
         head = (f"glm_mtp: {len(outcome.uncovered)} of {outcome.parameters} parameters of the MTP draft "
@@ -311,7 +320,14 @@ def _message(outcome: CoverageResult, *, known_layer: bool = True) -> str:
                 f"checkpoint tensor (from {outcome.streamed_layer_tensors} {outcome.layer_prefix}.* tensors)")
     names = ", ".join(outcome.uncovered[:FIRST_NAMES])
     more = f" (+{len(outcome.uncovered) - FIRST_NAMES} more)" if len(outcome.uncovered) > FIRST_NAMES else ""
-    remedy = ("Run `sglang-glm-mtp check <model>` and graft the layer" if known_layer else
-              "The checkpoint lacks (part of) this architecture's MTP weights: use a release that ships them")
+    if known_layer and outcome.streamed_layer_tensors and all(_is_quant_parameter(n) for n in outcome.uncovered):
+        remedy = ("The layer's tensors arrived but the draft was built quantized while its checkpoint layer is "
+                  "stored in another precision (only quantization parameters are empty): run `sglang-glm-mtp check "
+                  "<model>`, which names the exclusion the quant config lacks (`sglang-glm-mtp graft --force` "
+                  "writes it), or drop --speculative-draft-model-quantization")
+    elif known_layer:
+        remedy = "Run `sglang-glm-mtp check <model>` and graft the layer"
+    else:
+        remedy = "The checkpoint lacks (part of) this architecture's MTP weights: use a release that ships them"
     return (f"{head}: {names}{more}. The draft would run on uninitialised memory (accept length ~1). "
             f"{remedy}; to continue anyway set {settings.SKIP_COVERAGE_ENV}=1.")

@@ -27,15 +27,15 @@ import logging
 import sys
 from typing import Any, Callable
 
+from ..checkpoint.draft_names import remap_entries, remap_globs
 from ..checkpoint.families import LAYER_PREFIX, draft_layer_id, family_for_draft_class, layer_prefix
+from ..checkpoint.precision import QUANTIZED
 from .targets import NVFP4_OVERRIDERS, QUANT_CONSTRUCTORS
 
 logger = logging.getLogger(__name__)
 
 #: MTP-only checkpoint names that SGLang's NextN loader renames to ``model.*`` (the rest go to ``model.decoder.*``).
 NEXTN_SPEC_NAMES = ("shared_head.norm", "eh_proj", "enorm", "hnorm")
-#: Draft modules directly under ``model.`` (``shared_head.head`` is never loaded: the target's head is shared).
-NEXTN_TOP_LEVEL = ("shared_head", "eh_proj", "enorm", "hnorm")
 
 _logged: set[str] = set()
 
@@ -127,10 +127,14 @@ def _draft_layer_name(config: Any, class_names: list[str]) -> tuple[int, str]:
     return layer, layer_prefix(layer, family.draft_prefixes[0] if family else LAYER_PREFIX)
 
 
+#: SGLang quant config names (``get_name()``) whose draft the plugin builds from the checkpoint's storage.
+DECIDED_METHODS = ("modelopt_fp4", "fp8", "modelopt_fp8", "compressed_tensors", "quark")
+
+
 def draft_quant_config(resolved: Any, config: Any, class_names: list[str] | None = None) -> Any:
     """The config to build the draft with, given what SGLang resolved and what the checkpoint stores."""
-    if resolved is None or resolved.get_name() not in ("modelopt_fp4", "fp8", "modelopt_fp8"):
-        return resolved  # BF16 target, Quark handled upstream, or a method we do not second-guess
+    if resolved is None or resolved.get_name() not in DECIDED_METHODS:
+        return resolved  # BF16 target, or a method we do not second-guess
     explicit = _explicit_draft_quantization()
     if explicit is not None:
         _log_once("glm_mtp: --speculative-draft-model-quantization %s was given; the draft's quant config (%s) is "
@@ -143,6 +147,10 @@ def draft_quant_config(resolved: Any, config: Any, class_names: list[str] | None
         _log_once("glm_mtp: draft %s is stored BF16 (%s); building it unquantized (target keeps %s)",
                   name, evidence, target)
         return None
+    if precision in QUANTIZED and target in ("compressed_tensors", "quark"):
+        _log_once("glm_mtp: draft %s is stored %s (%s); building it with the target's %s scheme, its exclusions "
+                  "translated to the draft's module names", name, precision.upper(), evidence, target)
+        return translated_draft_config(resolved, name)
     if precision == "fp8":
         if target == "fp8":
             return resolved
@@ -166,32 +174,25 @@ def draft_quant_config(resolved: Any, config: Any, class_names: list[str] | None
     return resolved
 
 
-def remap_excludes(patterns: list[str], layer: int, prefix: str | None = None) -> list[str]:
-    """Add the draft-module spelling of every pattern that names layer N or all layers.
+def translated_draft_config(target_config: Any, ckpt_prefix: str) -> Any:
+    """A copy of a compressed-tensors or Quark config whose exclusions also name the draft's modules.
 
-    The draft's modules are ``model.{eh_proj,enorm,hnorm,shared_head}`` and
-    ``model.decoder.*`` (SGLang's NextN rename); ModelOpt's excludes use checkpoint
-    names, and GLM's NextN class has no weight-name mapper to translate them.
+    The checkpoint names the layer ``<prefix>.N.*``; SGLang asks about ``model.decoder.*`` and
+    ``model.{eh_proj,…}``, and the GLM classes map no names (``draft_names.remap_entries``).
+    The target's own config object is left untouched: the outer model and its head keep it.
     """
-    ckpt = prefix or layer_prefix(layer)
-    every = ckpt[:len(ckpt) - len(str(layer))] + "*."  # the all-layers glob of the same spelling
-    out = list(patterns)
-    for pattern in patterns:
-        if pattern.startswith(f"{ckpt}."):
-            rest = pattern[len(ckpt) + 1:]
-        elif pattern.startswith(every):
-            rest = pattern[len(every):]
-        elif pattern == f"{ckpt}*":
-            rest = "*"
-        else:
-            continue
-        if rest == "*":  # the whole draft layer
-            out += ["model.decoder*"] + [f"model.{name}*" for name in NEXTN_TOP_LEVEL]
-        elif rest.startswith(NEXTN_TOP_LEVEL):
-            out.append(f"model.{rest}")
-        else:
-            out.append(f"model.decoder.{rest}")
-    return list(dict.fromkeys(out))
+    draft = copy.copy(target_config)
+    if target_config.get_name() == "quark":
+        draft.quant_config = copy.deepcopy(target_config.quant_config)
+        draft.exclude_layers = remap_entries(list(target_config.exclude_layers or []), ckpt_prefix)
+    else:
+        draft.ignore = remap_entries(list(target_config.ignore or []), ckpt_prefix)
+    return draft
+
+
+def remap_excludes(patterns: list[str], layer: int, prefix: str | None = None) -> list[str]:
+    """ModelOpt: add the draft-module spelling of every glob that names layer N or all layers."""
+    return remap_globs(patterns, prefix or layer_prefix(layer), layer)
 
 
 def nvfp4_draft_config(target_config: Any, layer: int, prefix: str | None = None) -> Any:

@@ -13,6 +13,7 @@ import importlib.util
 import logging
 from typing import Any, Callable
 
+from ..checkpoint.quant_config import precision_of_method
 from ..runner_rules import RunnerDecision, RunnerFacts, choose_draft_runner
 from . import settings, upstream
 from .preflight import PreflightResult, run_preflight
@@ -96,7 +97,7 @@ def decide_runner(server_args: Any, view: Any, result: PreflightResult | None) -
 
     platform = get_platform()
     draft = (result.draft_precision if result else None) or "bf16"
-    target = (result.target_precision if result else None) or _precision_of_quantization(view.quantization)
+    target = (result.target_precision if result else None) or precision_of_method(view.quantization)
     facts = RunnerFacts(
         draft_precision=draft, target_precision=target, target_backend=str(view.moe_runner_backend),
         device_sm=_device_sm(platform), is_hip=bool(platform.is_hip),
@@ -130,11 +131,3 @@ def _device_sm(platform: Any) -> int | None:
                        type(exc).__name__, exc)
         return None
     return sm or None
-
-
-def _precision_of_quantization(quantization: str | None) -> str:
-    if quantization in ("modelopt_fp4", "nvfp4_online", "modelopt_mixed"):
-        return "nvfp4"
-    if quantization in ("fp8", "modelopt_fp8", "mxfp8"):
-        return "fp8"
-    return "bf16"
