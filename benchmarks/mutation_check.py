@@ -58,9 +58,10 @@ LINEAGE_TESTS = "tests/test_graft_lineage.py"
 RULE_TESTS = "tests/test_runner_rules.py"
 CANARY_TESTS = "tests/test_canary.py"
 FORMAT_TESTS = "tests/test_safetensors_format.py"
+DIALECT_TESTS = ("tests/test_quant_match.py", "tests/test_quant_dialects.py")
 
-#: The ten rows of issue 21 first (the suite missed them), then more across plugin/, checkpoint/, graft/ and
-#: runner_rules.py.
+#: The ten rows of issue 21 first (the suite missed them), then more across plugin/, checkpoint/ (the quantization
+#: dialects' matchers included), graft/ and runner_rules.py.
 MUTANTS: tuple[Mutant, ...] = (
     # --- issue 21
     _m("preflight-never-confirms", "plugin/preflight.py",
@@ -155,6 +156,20 @@ MUTANTS: tuple[Mutant, ...] = (
        '("metadata", _msgspec.Raw, None)])\n    return _msgspec.json.Decoder(index)\n\n\n@lru_cache(maxsize=8)',
        '("metadata", Any, None)])\n    return _msgspec.json.Decoder(index)\n\n\n@lru_cache(maxsize=8)',
        "tests/test_jsonio.py", "index metadata integers beyond 64 bits come back as floats"),
+    _m("quant-ct-no-dotted-suffix", "checkpoint/quant_match.py",
+       "return name in table.exact or any(s in table.exact for s in _dotted_suffixes(name)) or table.regex(name)",
+       "return name in table.exact or table.regex(name)",
+       DIALECT_TESTS, "a compressed-tensors ignore entry naming a module's tail no longer excludes it"),
+    _m("quant-quark-experts-entry", "checkpoint/quant_match.py",
+       '    if name.endswith(".experts") and any(entry.startswith(name + ".") for entry in entries):',
+       "    if False:",
+       DIALECT_TESTS, "a Quark exclusion of one expert no longer keeps SGLang's fused experts module unquantized"),
+    _m("quant-fused-shards-disagree-silently", "checkpoint/quant_match.py",
+       "    if len(verdicts) > 1:", "    if False:",
+       DIALECT_TESTS, "a fused module half excluded is judged instead of refused as SGLang refuses it"),
+    _m("quant-fp8-no-bare-twins", "checkpoint/quant_match.py",
+       '        out += [base, f"model.{base}"]', "        out += [entry]",
+       DIALECT_TESTS, "block-FP8 modules_to_not_convert without model. stop matching the draft's names"),
     # --- graft/
     _m("lineage-nothing-compared-is-same", "graft/lineage.py",
        "    if report.compared:\n", "    if True:\n",
