@@ -137,6 +137,14 @@ def test_stands_down_where_there_is_nothing_to_judge(monkeypatch: pytest.MonkeyP
     assert errors(caplog) == [] and snap["status"] == "off" and reason in snap["reason"] and snap["steps"] == 0
 
 
+def test_two_draft_tokens_are_judged(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """The smallest draft that can accept something (min_draft_tokens = 2) is watched, not stood down."""
+    published(monkeypatch, num_draft_tokens=2)
+    canary.configure_canary(CanarySettings(warmup_steps=5))
+    steps(reporter(), 5, 4, 1.0)
+    assert canary.canary_snapshot()["status"] != "off" and len(errors(caplog)) == 1
+
+
 def test_no_speculative_decoding_reports_off(monkeypatch: pytest.MonkeyPatch) -> None:
     published(monkeypatch, algorithm=None)
     snap = canary.canary_snapshot()

@@ -55,6 +55,7 @@ UNREADABLE: dict[str, tuple[str, Edit, tuple[str, ...]]] = {
     "index-topk-freq-string": ("config.json", _set("index_topk_freq", "x"), ("index_topk_freq",)),
     "heads-zero": ("config.json", _set("num_attention_heads", 0), ("num_attention_heads",)),
     "layers-negative": ("config.json", _set("num_hidden_layers", -3), ("num_hidden_layers",)),
+    "layers-bool": ("config.json", _set("num_hidden_layers", True), ("num_hidden_layers", "integer")),
     "experts-1e9": ("config.json", _set("n_routed_experts", 1_000_000_000), ("n_routed_experts", "corrupt")),
     "layers-1e9": ("config.json", _set("num_hidden_layers", 1_000_000_000), ("num_hidden_layers", "corrupt")),
     "hidden-1e12": ("config.json", _set("hidden_size", 10**12), ("hidden_size", "corrupt")),
@@ -114,15 +115,39 @@ def test_malformed_file_is_one_line_exit_2(ready_target: Path, tmp_path: Path, c
     assert "Traceback" not in captured.err
 
 
-def test_bounds_admit_every_real_model() -> None:
-    """The corrupt-file bounds sit far above the largest real configs (GLM-5.3-Flash 288 experts, ...)."""
-    from sglang_glm_mtp.checkpoint.families import Config
+#: The largest value of each bounded field in a real config (GLM-5.3-Flash 288 experts, GLM-5.x 78 layers,
+#: DeepSeek-V3 128 heads, GLM-4.x vocab ~151k, ...), rounded up; every field CONFIG_LIMITS bounds is named here.
+REAL_MAXIMA = {"n_routed_experts": 288, "n_shared_experts": 2, "num_hidden_layers": 100, "num_nextn_predict_layers": 3,
+               "first_k_dense_replace": 3, "num_attention_heads": 128, "num_key_value_heads": 128, "index_n_heads": 64,
+               "vocab_size": 155_000, "hidden_size": 7168, "moe_intermediate_size": 2048, "intermediate_size": 18432}
+#: Fields whose own bound sits below the generic one: a corrupt count there costs minutes, not one line.
+TIGHTLY_BOUNDED = ("n_routed_experts", "n_shared_experts", "num_hidden_layers", "num_nextn_predict_layers",
+                   "first_k_dense_replace", "num_attention_heads", "num_key_value_heads", "index_n_heads")
 
-    real = {"n_routed_experts": 288, "num_hidden_layers": 100, "hidden_size": 7168, "vocab_size": 155_000,
-            "num_attention_heads": 128, "moe_intermediate_size": 2048, "intermediate_size": 18432}
-    cfg = Config({**synthetic.GLM52_CONFIG, **real})
-    assert all(cfg.int(key) == value for key, value in real.items())
-    assert all(CONFIG_LIMITS[key][1] >= 50 * value for key, value in real.items() if key in CONFIG_LIMITS)
+
+def test_bounds_admit_every_real_model() -> None:
+    """The corrupt-file bounds sit far above the largest real configs, for every bounded field."""
+    from sglang_glm_mtp.checkpoint.families import DEFAULT_INT_LIMITS, Config
+
+    assert set(CONFIG_LIMITS) <= set(REAL_MAXIMA), "a bounded field without its real maximum"
+    cfg = Config({**synthetic.GLM52_CONFIG, **REAL_MAXIMA})
+    for key, value in REAL_MAXIMA.items():
+        assert cfg.int(key) == value
+        assert CONFIG_LIMITS.get(key, DEFAULT_INT_LIMITS)[1] >= 50 * value, key
+
+
+@pytest.mark.parametrize("key", TIGHTLY_BOUNDED)
+def test_a_count_between_its_bound_and_the_generic_one_is_corrupt(ready_target: Path, tmp_path: Path,
+                                                                    key: str) -> None:
+    """E.g. 100,000 experts: below the generic 16.7M bound, still one line instead of minutes of enumeration."""
+    from sglang_glm_mtp.checkpoint.families import DEFAULT_INT_LIMITS
+
+    value = 100_000
+    assert REAL_MAXIMA[key] * 50 < value < DEFAULT_INT_LIMITS[1]
+    target = _copy(ready_target, tmp_path)
+    _edit(target, "config.json", _set(key, value))
+    with pytest.raises(CheckpointUnreadable, match=f"{key}.*corrupt"):
+        inspect_checkpoint(str(target))
 
 
 def test_index_metadata_not_an_object_is_a_warning(ready_target: Path, tmp_path: Path) -> None:

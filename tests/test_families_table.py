@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from sglang_glm_mtp import synthetic
-from sglang_glm_mtp.checkpoint.families import Config, family_for, family_for_draft_class
+from sglang_glm_mtp.checkpoint.families import (FAMILIES, Config, family_for, family_for_draft_class,
+                                                 supported_architectures)
 from sglang_glm_mtp.checkpoint import inspect_checkpoint as inspect
 
 NEW = {"glm4.7-flash": ("Glm4MoeLiteForCausalLM", "model.layers.4"),
@@ -81,3 +82,34 @@ def _add_tensors(directory: Path, shapes: dict[str, tuple[int, ...]]) -> None:
     index["weight_map"].update({name: "extra.safetensors" for name in shapes})
     index.pop("metadata", None)
     index_path.write_text(json.dumps(index))
+
+
+#: Every architecture the table supports, spelt out (not read from FAMILIES: a row dropped from the table must fail
+#: here), with the tiny family whose config it is written over.
+SUPPORTED = {"GlmMoeDsaForCausalLM": "glm5", "DeepseekV3ForCausalLM": "deepseek-v3",
+             "DeepseekV32ForCausalLM": "deepseek-v3", "Glm4MoeForCausalLM": "glm4.5",
+             "Glm4MoeLiteForCausalLM": "glm4.7-flash", "Glm5NextForConditionalGeneration": "glm5.3-flash",
+             "GlmOcrForConditionalGeneration": "glm-ocr"}
+DRAFTS = {"GlmMoeDsaForCausalLMNextN": "glm5", "DeepseekV3ForCausalLMNextN": "deepseek-v3",
+          "Glm4MoeForCausalLMNextN": "glm4.5", "Glm4MoeLiteForCausalLMNextN": "glm4.7-flash",
+          "Glm5NextForConditionalGenerationNextN": "glm5.3-flash", "GlmOcrForConditionalGenerationNextN": "glm-ocr"}
+
+
+def test_the_table_supports_exactly_these_architectures() -> None:
+    assert sorted(supported_architectures()) == sorted(SUPPORTED)
+    assert sorted(a for f in FAMILIES for a in f.draft_architectures) == sorted(DRAFTS)
+
+
+@pytest.mark.parametrize("architecture", [*SUPPORTED, *DRAFTS])
+def test_every_architecture_synthesises_to_ready(tmp_path: Path, architecture: str) -> None:
+    """A complete tiny checkpoint that names ``architecture``: recognised, and its draft layer ready."""
+    family = {**SUPPORTED, **DRAFTS}[architecture]
+    overrides = {"index_topk": 16, "index_n_heads": 2, "index_head_dim": 16} if architecture.endswith("V32ForCausalLM") \
+        else {}
+    directory = synthetic.tiny_bf16(tmp_path / "ckpt", family, **overrides)
+    config = json.loads((directory / "config.json").read_text())
+    config["architectures"] = [architecture]
+    (directory / "config.json").write_text(json.dumps(config))
+    report = inspect(str(directory))
+    assert report.architecture == architecture
+    assert report.status == "ready" and not report.missing and report.expected_tensors > 0, report.problems

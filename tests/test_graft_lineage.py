@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from fake_hub import FakeHub
-from graft_helpers import snapshot, tensor_bytes
+from graft_helpers import index_of, snapshot, tensor_bytes
 from sglang_glm_mtp import synthetic
 from sglang_glm_mtp.checkpoint import inspect_checkpoint as inspect
-from sglang_glm_mtp.checkpoint.safetensors_format import TensorSpec
+from sglang_glm_mtp.checkpoint.safetensors_format import TensorSpec, read_header
+from sglang_glm_mtp.checkpoint.writer import write_shard
 from sglang_glm_mtp.checkpoint.source import HubCheckpoint, LocalCheckpoint
 from sglang_glm_mtp.cli import main
 from sglang_glm_mtp.errors import GraftError
@@ -149,3 +151,94 @@ def test_check_source_reports_lineage_without_grafting(
     assert doc["status"] == "missing" and doc["lineage"]["verdict"] == "other-release"
     assert doc["lineage"]["compared"] and all(c["window"] for c in doc["lineage"]["compared"])
     assert snapshot(a.target) == before
+
+
+
+# ----------------------------------------------------------------------------- one tensor off, a shape, a damaged shard
+#: a sampled global tensor (128 bytes: the comparison window covers it whole)
+NORM = "model.norm.weight"
+
+
+def _shard_tensors(path: Path) -> dict[str, tuple[str, tuple[int, ...], bytes]]:
+    """name -> (dtype, shape, bytes) of one shard, in file order."""
+    with open(path, "rb") as handle:
+        header = read_header(handle, path.stat().st_size)
+        out = {}
+        for tensor, entry in header.tensors.items():
+            handle.seek(header.data_start + entry.begin)
+            out[tensor] = (entry.dtype, tuple(entry.shape), handle.read(entry.nbytes))
+    return out
+
+
+def _rewrite_tensor(directory: Path, name: str, *, shape: tuple[int, ...] | None = None) -> str:
+    """Rewrite the shard holding ``name``: that tensor reshaped (bytes repeated) or, without ``shape``, one bit
+    flipped mid-tensor; every other tensor byte-identical. Returns the shard's file name."""
+    shard = index_of(directory)["weight_map"][name]
+    tensors = _shard_tensors(directory / shard)
+    specs = [TensorSpec(n, dtype, shape if n == name and shape else dims) for n, (dtype, dims, _) in tensors.items()]
+
+    def fill(spec: TensorSpec, handle: Any) -> None:
+        data = bytearray(tensors[spec.name][2])
+        if spec.name == name and shape:
+            data = bytearray((bytes(data) * (spec.nbytes // len(data) + 1))[:spec.nbytes])
+        elif spec.name == name:
+            data[len(data) // 2] ^= 0x01
+        handle.write(bytes(data))
+
+    write_shard(directory / shard, specs, fill)
+    return shard
+
+
+def test_one_differing_sampled_tensor_is_another_release(
+        releases: tuple[synthetic.SyntheticPair, synthetic.SyntheticPair], tmp_path: Path) -> None:
+    """Identical but for one bit of one sampled tensor: not the release TARGET was made from."""
+    a, _ = releases
+    source = synthetic.copy_checkpoint(a.original, tmp_path / "one-off")
+    _rewrite_tensor(source, NORM)
+    report = compare_lineage(LocalCheckpoint(a.target), LocalCheckpoint(source))
+    assert report.differing == [NORM] and len(report.compared) > 10
+    assert report.verdict == "other-release"
+    assert compare_lineage(LocalCheckpoint(a.target), LocalCheckpoint(a.original)).verdict == "same-release"
+
+
+def test_a_difference_in_the_last_sampled_layer_is_found(
+        releases: tuple[synthetic.SyntheticPair, synthetic.SyntheticPair], tmp_path: Path) -> None:
+    """The first, middle and last MoE layers are sampled: a source that differs only in the last one is another
+    release."""
+    a, _ = releases
+    last_gate = "model.layers.3.mlp.gate.weight"
+    source = synthetic.copy_checkpoint(a.original, tmp_path / "late")
+    _rewrite_tensor(source, last_gate)
+    report = compare_lineage(LocalCheckpoint(a.target), LocalCheckpoint(source))
+    assert {c.name.split(".mlp.")[0] for c in report.compared if ".mlp." in c.name} == {
+        "model.layers.1", "model.layers.2", "model.layers.3"}
+    assert report.differing == [last_gate] and report.verdict == "other-release"
+
+
+def test_a_differently_shaped_tensor_is_skipped_not_compared(
+        releases: tuple[synthetic.SyntheticPair, synthetic.SyntheticPair], tmp_path: Path) -> None:
+    """Same dtype, other shape: not comparable (a skip), never a byte comparison that calls it another release."""
+    a, _ = releases
+    source = synthetic.copy_checkpoint(a.original, tmp_path / "reshaped")
+    _rewrite_tensor(source, NORM, shape=(128,))
+    report = compare_lineage(LocalCheckpoint(a.target), LocalCheckpoint(source))
+    assert NORM not in {c.name for c in report.compared}
+    assert report.skipped[NORM] == "stored differently: TARGET BF16 [64], SOURCE BF16 [128]"
+    assert report.verdict == "same-release" and report.differing == []
+
+
+@pytest.mark.parametrize("damaged", ["source", "target"])
+def test_a_damaged_shard_on_one_side_is_skipped(
+        releases: tuple[synthetic.SyntheticPair, synthetic.SyntheticPair], tmp_path: Path, damaged: str) -> None:
+    """A shard whose header is unreadable on either side: its tensors are skipped, the rest still decide."""
+    a, _ = releases
+    sides = {"target": a.target, "source": a.original}
+    sides[damaged] = synthetic.copy_checkpoint(sides[damaged], tmp_path / damaged)
+    shard = index_of(sides[damaged])["weight_map"][NORM]
+    data = bytearray((sides[damaged] / shard).read_bytes())
+    data[8:12] = b"\xff\xfe[1"
+    (sides[damaged] / shard).write_bytes(bytes(data))
+    report = compare_lineage(LocalCheckpoint(sides["target"]), LocalCheckpoint(sides["source"]))
+    assert NORM not in {c.name for c in report.compared}
+    assert report.skipped[NORM].startswith(f"{shard} has an unreadable header")
+    assert report.verdict == "same-release" and report.compared

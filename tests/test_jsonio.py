@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from sglang_glm_mtp import synthetic
@@ -42,10 +42,19 @@ def _same(data: bytes, shards: tuple[str, ...] = SHARDS) -> None:
         return
     got = jsonio.loads_index(data, shards)
     if isinstance(expected, dict):
-        assert got.get("weight_map") == expected.get("weight_map")
-        assert got.get("metadata") == expected.get("metadata")
+        assert _typed(got.get("weight_map")) == _typed(expected.get("weight_map"))
+        assert _typed(got.get("metadata")) == _typed(expected.get("metadata"))
     else:
-        assert got == expected
+        assert _typed(got) == _typed(expected)
+
+
+def _typed(value: Any) -> Any:
+    """``value`` with each scalar paired with its type: 2**64 and 1.8446744073709552e+19 are == but not the same."""
+    if isinstance(value, dict):
+        return {k: _typed(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_typed(v) for v in value]
+    return type(value).__name__, value
 
 
 EDGE_CASES = {
@@ -80,10 +89,40 @@ def test_edge_cases_decode_as_the_stdlib_does(data: bytes) -> None:
     _same(data)
 
 
+#: Integers at the 64-bit edges: msgspec alone gives a float beyond them, the stdlib the exact int.
+INT_EDGES = (-2**63 - 1, -2**63, 2**63 - 1, 2**63, 2**64 - 1, 2**64, -10**30, 10**30, 10**400)
+
+
+@pytest.mark.parametrize("where", ["metadata", "nested metadata", "weight_map value", "other field"])
+@pytest.mark.parametrize("number", INT_EDGES, ids=str)
+def test_integers_beyond_64_bits_decode_as_the_stdlib_does(number: int, where: str) -> None:
+    """Pinned: the fast paths return the stdlib's exact int for every integer, never msgspec's float."""
+    doc: dict[str, Any] = {"weight_map": {"x": "a.safetensors"}, "metadata": {"total_size": 8}}
+    if where == "metadata":
+        doc["metadata"]["total_size"] = number
+    elif where == "nested metadata":
+        doc["metadata"]["parts"] = [{"n": number}]
+    elif where == "weight_map value":
+        doc["weight_map"]["y"] = number
+    else:
+        doc["format"] = number
+    data = json.dumps(doc).encode()
+    _same(data)
+    expected = _typed(json.loads(data)["metadata"])
+    assert _typed(jsonio.loads_index(data, SHARDS)["metadata"]) == expected
+    parts = jsonio.index_parts(data)
+    assert parts is not None and _typed(parts[1]) == expected
+    assert _typed(jsonio.loads(data)) == _typed(json.loads(data))  # the generic path (orjson) as well
+
+
 _names = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=12)
 
 
+#: Integers are drawn unbounded on purpose: the decoder contract covers every integer (INT_EDGES pins the edge,
+#: the examples below run it on every run, whatever Hypothesis draws or has saved in .hypothesis/).
 @settings(max_examples=200, deadline=None)
+@example(weight_map={"x": "a.safetensors"}, metadata={"total_size": -2**63 - 1}, indent=None)
+@example(weight_map={"x": 2**64}, metadata={"total_size": 2**63}, indent=None)
 @given(weight_map=st.dictionaries(_names, st.sampled_from(SHARDS + ("c.safetensors",)) | st.integers(), max_size=8),
        metadata=st.none() | st.dictionaries(_names, st.integers() | st.text(max_size=5), max_size=3),
        indent=st.none() | st.integers(0, 2))

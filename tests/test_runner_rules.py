@@ -20,30 +20,34 @@ def facts(**kw) -> RunnerFacts:
     return RunnerFacts(**{**base, **kw})
 
 
-@pytest.mark.parametrize("kw, backend, rule", [
-    ({}, "flashinfer_cutlass", "blackwell-bf16-draft"),
-    ({"device_sm": 103}, "flashinfer_cutlass", "blackwell-bf16-draft"),
-    ({"device_sm": 120, "target_backend": "flashinfer_cutlass"}, "flashinfer_cutlass", "blackwell-bf16-draft"),
-    ({"device_sm": 90, "target_backend": "marlin"}, "triton", "pre-blackwell-bf16-draft"),
-    ({"device_sm": 80}, "triton", "pre-blackwell-bf16-draft"),
-    ({"device_sm": None}, "triton", "unknown-gpu"),
-    ({"is_hip": True, "device_sm": None}, "triton", "hip-bf16-draft"),
-    ({"flashinfer_available": False}, "triton", "no-flashinfer"),
-    ({"tp_size": 8, "ep_size": 4}, "triton", "ep-layout"),
-    ({"tp_size": 8, "ep_size": 8}, "flashinfer_cutlass", "blackwell-bf16-draft"),
-    ({"moe_a2a_backend": "deepep"}, "triton", "a2a-backend"),
-    ({"target_backend": "flashinfer_megamoe"}, None, "megamoe-target"),  # SGLang's own draft default stays
-    ({"target_precision": "bf16", "target_backend": "triton"}, None, "unquantized-target"),
-    ({"draft_precision": "nvfp4"}, None, "quantized-like-target"),
+#: (facts, backend, rule, what the reason must name: the fact that decided, as the user reads it in the log)
+@pytest.mark.parametrize("kw, backend, rule, says", [
+    ({}, "flashinfer_cutlass", "blackwell-bf16-draft", "SM100: BF16 draft under a nvfp4 target"),
+    ({"device_sm": 103}, "flashinfer_cutlass", "blackwell-bf16-draft", "SM103"),
+    ({"device_sm": 120, "target_backend": "flashinfer_cutlass"}, "flashinfer_cutlass", "blackwell-bf16-draft",
+     "inherited flashinfer_cutlass is not preferred"),
+    ({"device_sm": 90, "target_backend": "marlin"}, "triton", "pre-blackwell-bf16-draft", "SM90: no evidence"),
+    ({"device_sm": 80}, "triton", "pre-blackwell-bf16-draft", "SM80"),
+    ({"device_sm": None}, "triton", "unknown-gpu", "sm=None"),
+    ({"is_hip": True, "device_sm": None}, "triton", "hip-bf16-draft", "ROCm"),
+    ({"flashinfer_available": False}, "triton", "no-flashinfer", "flashinfer is not installed"),
+    ({"tp_size": 8, "ep_size": 4}, "triton", "ep-layout", "ep_size=4"),
+    ({"tp_size": 8, "ep_size": 8}, "flashinfer_cutlass", "blackwell-bf16-draft", "SM100"),
+    ({"moe_a2a_backend": "deepep"}, "triton", "a2a-backend", "moe_a2a_backend=deepep"),
+    ({"target_backend": "flashinfer_megamoe"}, None, "megamoe-target", "flashinfer_megamoe target"),
+    ({"target_precision": "bf16", "target_backend": "triton"}, None, "unquantized-target",
+     "bf16 draft under an unquantized target"),
+    ({"draft_precision": "nvfp4"}, None, "quantized-like-target", "nvfp4 draft keeps the target's runner "
+                                                                  "(flashinfer_trtllm)"),
     ({"draft_precision": "fp8", "target_precision": "fp8", "target_backend": "flashinfer_cutlass"}, "triton",
-     "fp8-no-cutlass"),
+     "fp8-no-cutlass", "no flashinfer_cutlass path"),
     ({"draft_precision": "fp8", "target_precision": "fp8", "target_backend": "deep_gemm"}, None,
-     "quantized-like-target"),
+     "quantized-like-target", "fp8 draft keeps the target's runner (deep_gemm)"),
 ])
-def test_rule_table(kw: dict, backend: str | None, rule: str) -> None:
+def test_rule_table(kw: dict, backend: str | None, rule: str, says: str) -> None:
     decision = choose_draft_runner(facts(**kw))
     assert (decision.backend, decision.rule) == (backend, rule)
-    assert decision.reason
+    assert says in decision.reason, decision.reason
 
 
 def test_triton_draft_drops_flashinfer_all_to_all() -> None:

@@ -85,24 +85,34 @@ def _header_with(entries: dict) -> bytes:
     return struct.pack("<Q", len(body)) + body
 
 
-@pytest.mark.parametrize("entries, payload", [
-    ({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 4]}}, 4),  # wrong size
-    ({"a": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}}, 8),  # hole at 0
+#: (entries, payload bytes, what the message must name: the check that refuses it, not merely some check)
+@pytest.mark.parametrize("entries, payload, says", [
+    ({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 4]}}, 4, "but F32[2] needs 8"),  # wrong size
+    ({"a": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}}, 8, "leaves a hole before it"),  # hole at 0
     ({"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]},
-      "b": {"dtype": "F32", "shape": [1], "data_offsets": [2, 6]}}, 8),  # overlap
-    ({"a": {"dtype": "Q7", "shape": [1], "data_offsets": [0, 1]}}, 1),  # unknown dtype
-    ({"a": {"dtype": ["F32"], "shape": [1], "data_offsets": [0, 4]}}, 4),  # a dtype that is no string
-    ({"a": {"dtype": "F32", "shape": [True], "data_offsets": [0, 4]}}, 4),  # a bool is no dimension
-    ({"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4.0]}}, 4),
-    ({"a": {"dtype": "F32", "shape": [-1], "data_offsets": [0, 4]}}, 4),
-    ({"a": {"dtype": "F32", "shape": [1], "data_offsets": [0]}}, 4),
-    ({"__metadata__": {"k": 1}}, 0),
-    ({"a": [1, 2]}, 0),
+      "b": {"dtype": "F32", "shape": [1], "data_offsets": [2, 6]}}, 8, "overlaps the previous tensor"),
+    ({"a": {"dtype": "Q7", "shape": [1], "data_offsets": [0, 1]}}, 1, "unknown dtype 'Q7'"),
+    ({"a": {"dtype": ["F32"], "shape": [1], "data_offsets": [0, 4]}}, 4, "unknown dtype"),  # a dtype no string
+    ({"a": {"dtype": "F32", "shape": [True], "data_offsets": [0, 4]}}, 4, "invalid shape"),  # a bool: no dim
+    ({"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4.0]}}, 4, "invalid data_offsets"),
+    ({"a": {"dtype": "F32", "shape": [-1], "data_offsets": [0, 4]}}, 4, "invalid shape [-1]"),
+    ({"a": {"dtype": "F32", "shape": [1], "data_offsets": [0]}}, 4, "invalid data_offsets"),
+    ({"__metadata__": {"k": 1}}, 0, "__metadata__ must map strings to strings"),
+    ({"a": [1, 2]}, 0, "is not an object"),
 ])
-def test_invalid_entries_are_corrupt(entries: dict, payload: int) -> None:
+def test_invalid_entries_are_corrupt(entries: dict, payload: int, says: str) -> None:
     with pytest.raises(HeaderError) as info:
         _parse(_header_with(entries) + b"\0" * payload)
-    assert info.value.code == "corrupt-header"
+    assert info.value.code == "corrupt-header" and says in str(info.value), str(info.value)
+
+
+@pytest.mark.parametrize("dtype, shape, nbytes", [("F4", [3], 2), ("F4", [1], 1), ("F6_E2M3", [3], 3),
+                                                  ("F6_E3M2", [5], 4), ("F4", [2, 3], 3), ("BF16", [3], 6)])
+def test_sub_byte_tensors_end_mid_byte_and_round_up(dtype: str, shape: list[int], nbytes: int) -> None:
+    """F4/F6 tensors pack elements across bytes; an odd count ends mid-byte and takes the whole last byte."""
+    header = _parse(_header_with({"a": {"dtype": dtype, "shape": shape, "data_offsets": [0, nbytes]}})
+                    + b"\0" * nbytes)
+    assert header.tensors["a"].nbytes == nbytes == header.payload_bytes
 
 
 def test_truncated_data_region() -> None:
