@@ -3,7 +3,6 @@ is one the graft may touch, and both are the same model."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from ..checkpoint.families import Config, ModelFamily, family_for
@@ -28,10 +27,10 @@ def local_dir(spec: str | Path, role: str) -> Path:
         return path.resolve()
     if path.exists():
         raise UsageError(f"{role} {spec} is a file; expected a checkpoint directory")
-    if re.match(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+(@\S+)?$", str(spec)) and not str(spec).startswith((".", "/", "~")):
-        name = str(spec).split("@")[0].split("/")[-1]
+    repo = str(spec).split("@", 1)[0]
+    if is_hub_repo_id(repo):
         raise UsageError(f"{role} must be a local directory, not a Hub id; download it first: "
-                         f"hf download {str(spec).split('@')[0]} --local-dir ./{name}")
+                         f"hf download {repo} --local-dir ./{repo.split('/')[-1]}")
     raise CheckpointUnreadable(f"no such directory: {spec}")
 
 
