@@ -158,7 +158,7 @@ def test_repaired_repo_over_a_stale_complete_cache_resolves_from_the_hub(online:
     if PLUGIN_ACTIVE:
         assert _preflight(case)["status"] == "ready" and _preflight(case)["checkpoint"] == "org/repaired"
         assert not case["warnings"], case["warnings"]
-        assert "preflight reads org/repaired from the Hub (headers only; the Hub cache holds part of it" \
+        assert "preflight read org/repaired from the Hub (headers only; the Hub cache holds part of it" \
             in online["_stderr"], online["_stderr"][-3000:]
 
 
