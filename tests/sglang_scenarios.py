@@ -29,6 +29,7 @@ from typing import Any, Callable, Iterator
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import sglang_harness as harness  # noqa: E402  (path set above; this file runs as a script)
+import sglang_internals as internals  # noqa: E402
 
 from sglang_glm_mtp.gpu_emulation import error_fields  # noqa: E402
 
@@ -76,15 +77,7 @@ def model_facts(model: Any) -> dict[str, Any]:
         "eh_proj_type": type(model.model.eh_proj).__name__,
         "methods": methods,
         "experts": {
-            "method": type(experts.quant_method).__name__,
-            "num_experts": int(experts.num_experts),
-            "num_local_experts": int(experts.num_local_experts),
-            "num_fused_shared_experts": int(experts.num_fused_shared_experts),
-            "moe_ep_size": int(experts.moe_ep_size), "moe_ep_rank": int(experts.moe_ep_rank),
-            "moe_tp_size": int(experts.moe_tp_size),
-            "uses_expert_location": bool(experts.uses_expert_location),
-            "flashinfer_cutlass": bool(getattr(experts.quant_method, "use_flashinfer_cutlass",
-                                               getattr(experts, "enable_flashinfer_cutlass_moe", False))),
+            **internals.expert_facts(experts),
             "expected_experts": sorted(expected_experts(experts)),
         },
         "params": harness.parameter_summary(model),
