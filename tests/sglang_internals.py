@@ -41,3 +41,13 @@ def expert_facts(moe: Any) -> dict[str, Any]:
         "uses_expert_location": uses_expert_location(moe),
         "flashinfer_cutlass": uses_flashinfer_cutlass(moe),
     }
+
+
+def modelopt_fp4_config(exclude_modules: list[str]) -> dict[str, Any]:
+    """An NVFP4 ``hf_quant_config.json`` document for ``ModelOptFp4Config.from_config``.
+
+    The nested form, as ModelOpt writes it: every release reads its ``exclude_modules``. (The flat
+    form's ``exclude_modules`` key is read from 0.5.23 on; 0.5.22 reads only ``ignore`` there.)
+    """
+    return {"producer": {"name": "modelopt"},
+            "quantization": {"quant_algo": "NVFP4", "group_size": 16, "exclude_modules": list(exclude_modules)}}

@@ -309,8 +309,7 @@ def _quant_config_decisions() -> dict[str, Any]:
     targets = {
         "fp8": lambda: Fp8Config(is_checkpoint_fp8_serialized=True, weight_block_size=[128, 128]),
         "modelopt_fp8": lambda: ModelOptFp8Config.from_config({"quant_algo": "FP8"}),
-        "modelopt_fp4": lambda: ModelOptFp4Config.from_config({"quant_algo": "NVFP4", "group_size": 16,
-                                                              "exclude_modules": ["lm_head"]}),
+        "modelopt_fp4": lambda: ModelOptFp4Config.from_config(internals.modelopt_fp4_config(["lm_head"])),
     }
     server_args = get_context().server_args
     saved = getattr(server_args, "_glm_mtp_state", None)
@@ -323,8 +322,12 @@ def _quant_config_decisions() -> dict[str, Any]:
                     "draft_precision": storage, "found_tensors": 35, "draft_layer": LAYER, "draft_shards": ["x"]}})
                 target = make()
                 logs.clear()
-                resolved = resolve_nextn_quant_config(lambda model, config, quant: quant, None,
-                                                      types.SimpleNamespace(num_hidden_layers=LAYER), target)
+                try:
+                    resolved = resolve_nextn_quant_config(lambda model, config, quant: quant, None,
+                                                          types.SimpleNamespace(num_hidden_layers=LAYER), target)
+                except Exception as exc:  # the plugin refuses what this SGLang cannot build (issue 20)
+                    out[f"{target_name}/{storage}"] = {"target_name": target.get_name(), "refused": _error(exc)}
+                    continue
                 out[f"{target_name}/{storage}"] = {
                     "target_name": target.get_name(), "same_object": resolved is target,
                     "result": None if resolved is None else type(resolved).__name__,
@@ -371,8 +374,7 @@ def _shield_facts() -> dict[str, Any]:
 
     from sglang_glm_mtp.plugin.draft_precision import nvfp4_draft_config
 
-    target = ModelOptFp4Config.from_config({"quant_algo": "NVFP4", "group_size": 16,
-                                            "exclude_modules": ["lm_head", f"model.layers.{LAYER}.self_attn*"]})
+    target = ModelOptFp4Config.from_config(internals.modelopt_fp4_config(["lm_head", f"model.layers.{LAYER}.self_attn*"]))
     draft = nvfp4_draft_config(target, LAYER)
     return {"draft_name_elsewhere": draft.get_name(), "target_name": target.get_name(),
             "draft_is_copy": draft is not target, "target_excludes_untouched": list(target.exclude_modules),

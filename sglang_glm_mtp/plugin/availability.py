@@ -18,6 +18,10 @@ from . import targets
 
 logger = logging.getLogger(__name__)
 
+
+class UnsupportedOnThisSGLang(RuntimeError):
+    """The checkpoint needs a behaviour this SGLang release cannot carry (docs/supported-versions.md)."""
+
 _lock = threading.Lock()
 #: behaviour -> {"targets": [...], "lost": [...], "why": [...]}
 _unavailable: dict[str, dict[str, list[str]]] = {}
@@ -108,3 +112,14 @@ def _reset_for_tests() -> None:
     with _lock:
         _unavailable.clear()
         _warned_version = False
+
+
+def require(name: str, what: str) -> None:
+    """Raise ``UnsupportedOnThisSGLang`` naming the release and the table's reason when ``name`` is absent."""
+    if present(name):
+        return
+    entry = targets.target(name)
+    _, note = targets.expected_on(entry, targets.sglang_version())
+    raise UnsupportedOnThisSGLang(
+        f"glm_mtp: {what} needs SGLang {entry.since or 'with ' + name}+ (running {targets.sglang_version()}): "
+        f"{note or entry.loses}. Upgrade SGLang, or store the draft layer in BF16 (sglang-glm-mtp graft)")

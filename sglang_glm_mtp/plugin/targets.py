@@ -91,6 +91,10 @@ BACKSTOP_VERIFIED: tuple[str, ...] = ("Qwen3MoeForCausalLMMTP",)
 #: when SGLang has that fix the plugin stands down for these only and keeps the backstop for every other.
 UPSTREAM_COVERED: tuple[str, ...] = ("DeepseekV3ForCausalLMNextN", "GlmMoeDsaForCausalLMNextN")
 
+#: Resolves a layer's FP8 block size from its own quant method (0.5.23+); without it the DeepSeek NextN loader's
+#: post_load_weights reads the outer (target) config's, and a block-FP8 draft under an NVFP4 target cannot load.
+FP8_DRAFT_BLOCK_SIZE = f"{_MODELS}.deepseek_common.deepseek_weight_loader._resolve_layer_weight_block_size"
+
 #: Installed lazily, when the draft is built; strict mode checks they exist.
 LAZY_TARGETS: tuple[str, ...] = QUANT_RESOLVERS + tuple(QUANT_CONSTRUCTORS.values()) + COVERAGE_TARGETS
 #: Not hooked, but relied on: strict mode checks they exist.
@@ -168,6 +172,11 @@ TARGETS: tuple[Target, ...] = (
       for t in NVFP4_OVERRIDERS if t not in QUANT_CONSTRUCTORS.values()),
     *(Target(t, "lazy", ("coverage",), ("self", "weights"), loses="the coverage check of this draft class")
       for t in COVERAGE_TARGETS),
+    Target(FP8_DRAFT_BLOCK_SIZE, "relied", ("draft_precision",), ("layer", "quant_config"), since="0.5.23",
+           before=(("<0.5.23", None, "post_load_weights takes the block size from the outer (target) quant config, "
+                                     "so a block-FP8 draft layer under a non-FP8 target fails at load "
+                                     "(AttributeError: weight_scale); the plugin refuses it with a clear error"),),
+           loses="block-FP8 draft layers under a non-FP8 target (BF16 and NVFP4 draft layers are unaffected)"),
     # Called, not hooked: a rename breaks the behaviour named, so --check lists them too.
     Target("sglang.srt.plugins.hook_registry.HookRegistry.register", "relied", tuple(BEHAVIOURS),
            ("target", "hook", "hook_type")),
