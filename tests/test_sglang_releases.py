@@ -25,7 +25,9 @@ import pytest
 
 from sglang_glm_mtp.plugin import targets
 
-from sglang_mode import SGLANG_VERSION, run_in_own_group
+from sglang_glm_mtp import synthetic
+
+from sglang_mode import SGLANG_VERSION, run_in_own_group, run_scenario
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
@@ -36,6 +38,10 @@ RELEASES_DIR_ENV = "SGLANG_GLM_MTP_RELEASES_DIR"
 LEFT_OUT = ("test_patches.py", Path(__file__).name)
 
 OTHER_RELEASES = [v for v in targets.TESTED_RELEASES if v != SGLANG_VERSION]
+#: Older plugin-capable releases, outside the tested range: the plugin must load there without SGLang's ERROR
+#: traceback, warn once about the range and once per missing target, and keep the rest. Their Python code runs over
+#: this environment's torch 2.14 / transformers 5.19 (0.5.21 pins torch 2.13, which cannot be installed beside).
+DEGRADED_RELEASES = ["0.5.21"]
 
 pytestmark = [pytest.mark.sglang, pytest.mark.slow,
               pytest.mark.skipif(bool(os.environ.get(CHILD_ENV)), reason="already inside a release run"),
@@ -88,3 +94,32 @@ def test_sglang_driving_tests_pass_on_release(version: str) -> None:
     assert proc.returncode == 0, f"SGLang {version}: the SGLang-driving tests failed (rc={proc.returncode}):\n{tail}\n" \
                                  f"{proc.stderr[-3000:]}"
     assert " passed" in proc.stdout.splitlines()[-1], tail
+
+
+@pytest.mark.parametrize("version", DEGRADED_RELEASES)
+def test_older_release_degrades_cleanly(version: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """0.5.21 has every target but ``build_server_info`` (0.5.22+): the top-level server-info section is lost,
+    said once; preflight, runner choice, draft hooks and the scheduler's server-info section stay; strict mode
+    refuses naming the target; SGLang's hook registry logs no ERROR."""
+    folder = install_release(version)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(folder), str(ROOT), os.environ.get("PYTHONPATH"))
+                                                     if p))
+    models = {"model": str(synthetic.tiny_pair(tmp_path / "ready", target_has_draft=True).target),
+              "missing_model": str(synthetic.tiny_pair(tmp_path / "missing").target)}
+    result = run_scenario(TESTS / "scenarios_versions.py", "degradation", {**models, "draft_hooks": True}, timeout=600)
+    records = result["load_logs"] + result["logs"]
+    assert not [r for r in records if r[0].startswith("sglang.srt.plugins") and r[1] in ("ERROR", "CRITICAL")], records
+    warnings = [r[2] for r in records if r[0].startswith("sglang_glm_mtp") and r[1] == "WARNING"]
+    assert len(warnings) == 2, warnings
+    assert f"SGLang {version} is outside the tested range {targets.TESTED_RANGE}" in warnings[0]
+    assert targets.SERVER_INFO_TARGET in warnings[1] and "top-level glm_mtp section" in warnings[1]
+    assert targets.SERVER_INFO_TARGET not in result["registered"]
+    assert set(targets.EAGER_TARGETS) - {targets.SERVER_INFO_TARGET} <= set(result["patched"]), result["patched"]
+    assert result["default"]["ok"] and result["default"]["state"]["preflight"]["status"] == "ready", result["default"]
+    assert result["missing_layer"]["error_type"] == "DraftLayerMissingError", result["missing_layer"]
+    assert result["strict"]["error_type"] == "PluginStrictModeError", result["strict"]
+    assert targets.SERVER_INFO_TARGET in result["strict"]["error"]
+    assert "sglang.srt.models.glm4_moe.GlmMoeDsaForCausalLMNextN.load_weights" in result["draft_hooked"]
+    section = result["scheduler_section"]
+    assert section["unavailable"]["server_info"]["targets"] == [targets.SERVER_INFO_TARGET], section
+    assert section["sglang_untested"]["version"] == version
