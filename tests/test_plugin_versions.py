@@ -137,3 +137,22 @@ def test_missing_lazy_target_is_skipped_and_coverage_kept(no_resolution_hooks: d
     assert _errors_from_sglang(result["logs"]) == []
     assert len(_plugin_warnings(result["logs"], GLM_RESOLVER)) == 1, result["logs"]
     assert result["unavailable_after_draft"]["draft_precision"]["targets"] == [GLM_RESOLVER, DSV3_RESOLVER]
+
+
+def test_check_report_on_the_sglang_under_test() -> None:
+    """``python -m sglang_glm_mtp.plugin.targets --check --json`` on the real SGLang: every target as the table
+    expects for this release (0.5.22 lacks only the FP8 block-size resolver, as the table says), exit 0."""
+    import json
+    import sys
+
+    from sglang_mode import SGLANG_VERSION, run_in_own_group, subprocess_env
+
+    proc = run_in_own_group([sys.executable, "-m", "sglang_glm_mtp.plugin.targets", "--check", "--json"],
+                            timeout=600, env=subprocess_env())
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads(proc.stdout)
+    assert report["sglang"] == SGLANG_VERSION and report["tested"] is True
+    statuses = {t["name"]: t["status"] for t in report["targets"]}
+    expected_absent = {targets.FP8_DRAFT_BLOCK_SIZE} if SGLANG_VERSION == "0.5.22" else set()
+    assert {n for n, s in statuses.items() if s != "ok"} == expected_absent, statuses
+    assert all(statuses[n] == "missing-expected" for n in expected_absent)
