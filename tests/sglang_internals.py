@@ -29,6 +29,14 @@ def uses_flashinfer_cutlass(moe: Any) -> bool:
     return bool(getattr(moe.quant_method, "use_flashinfer_cutlass", getattr(moe, "enable_flashinfer_cutlass_moe", False)))
 
 
+def local_routed_slots(moe: Any) -> tuple[int, int]:
+    """(routed experts stored on this rank, global id of its first): 0.5.22-0.5.23 keep fused shared experts after
+    ``_num_local_routed`` routed slots and place rank r's block at ``_expert_storage_rank * that``; without those
+    private attributes every local slot is routed, from expert 0."""
+    local_routed = int(getattr(moe, "_num_local_routed", moe.num_local_experts))
+    return local_routed, int(getattr(moe, "_expert_storage_rank", 0)) * local_routed
+
+
 def expert_facts(moe: Any) -> dict[str, Any]:
     """Method, sizes, ranks and layout of a FusedMoE layer, as the scenario RESULT documents report them."""
     return {

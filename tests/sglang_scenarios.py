@@ -151,8 +151,7 @@ def value_checks(model: Any, model_dir: str) -> dict[str, Any]:
         if fused is not None and all(part is not None for part in parts):
             out["direct"][f"qkv_proj.{suffix} = cat(q, k, v)"] = _relation(fused, torch.cat(parts), 0, 1)
     # experts: local slot -> global expert id (EP), shared expert fused at the end
-    local_routed = int(getattr(experts, "_num_local_routed", experts.num_local_experts))
-    start = int(getattr(experts, "_expert_storage_rank", 0)) * local_routed
+    local_routed, start = internals.local_routed_slots(experts)
     w13, w2 = params["model.decoder.mlp.experts.w13_weight"], params["model.decoder.mlp.experts.w2_weight"]
     for slot in range(int(experts.num_local_experts)):
         if slot < local_routed:
