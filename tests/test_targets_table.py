@@ -82,3 +82,28 @@ def test_check_cli_exit_status(fake_release: None, capsys: pytest.CaptureFixture
     targets.TARGETS = targets.TARGETS[:1] + targets.TARGETS[3:]  # type: ignore[misc]  (monkeypatch restores it)
     assert targets.main(["--check", "--json"]) == 0  # absent only where the table says so
     assert '"status": "missing-expected"' in capsys.readouterr().out
+
+
+def test_an_older_name_in_the_table_is_the_one_hooked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the table says an older release has the behaviour under another name, that name is used; where it has
+    neither, nothing is returned (and the behaviour is recorded unavailable)."""
+    from sglang_glm_mtp.plugin import availability
+
+    module = types.ModuleType("fake_sglang_old")
+    module.old_name = lambda server_args, scheduler_info: None
+    monkeypatch.setitem(sys.modules, "fake_sglang_old", module)
+    monkeypatch.setattr(targets, "TARGETS", (
+        targets.Target("fake_sglang_old.new_name", "hook", ("server_info",), since="0.5.22",
+                       before=(("<0.5.22", "fake_sglang_old.old_name", "renamed in 0.5.22"),), loses="x"),
+        targets.Target("fake_sglang_old.absent", "hook", ("canary",), loses="the canary"),
+    ))
+    monkeypatch.setattr(targets, "BY_NAME", {t.name: t for t in targets.TARGETS})
+    monkeypatch.setattr(targets, "sglang_version", lambda: "0.5.21")
+    availability._reset_for_tests()
+    try:
+        assert availability.hook_name("fake_sglang_old.new_name") == "fake_sglang_old.old_name"
+        assert availability.unavailable() == {}
+        assert availability.hook_name("fake_sglang_old.absent") is None
+        assert availability.unavailable()["canary"]["targets"] == ["fake_sglang_old.absent"]
+    finally:
+        availability._reset_for_tests()

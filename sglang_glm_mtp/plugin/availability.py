@@ -49,6 +49,18 @@ def version_warning() -> str | None:
     return message
 
 
+def hook_name(name: str, *, every_process: bool = False) -> str | None:
+    """The name to hook for ``name`` on the running SGLang: itself, or the other name the target table gives for
+    this release (``Target.before``); None when neither exists (recorded and warned as in ``present``)."""
+    if targets.resolve(name)[1] is None:
+        return name
+    other, _ = targets.expected_on(targets.target(name), targets.sglang_version())
+    if other not in (None, name) and targets.resolve(other)[1] is None:
+        logger.debug("glm_mtp: SGLang %s has %s as %s (target table)", targets.sglang_version(), name, other)
+        return other
+    return name if present(name, every_process=every_process) else None
+
+
 def present(name: str, *, every_process: bool = False) -> bool:
     """Does ``name`` exist on the running SGLang? If not, record what is lost and warn once.
 

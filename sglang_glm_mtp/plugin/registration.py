@@ -53,8 +53,9 @@ def register() -> None:
     eager = ((targets.ADD_CLI_ARGS, add_enable_plugin_flag), (targets.MODEL_ARCHITECTURE, _on_model_architecture),
              (targets.INTERNAL_STATE, add_plugin_state), (targets.SERVER_INFO_TARGET, add_server_info_section))
     for target, hook in eager:
-        if availability.present(target, every_process=True):
-            HookRegistry.register(target, hook, HookType.AFTER)
+        name = availability.hook_name(target, every_process=True)  # the table's other name on an older release
+        if name is not None:
+            HookRegistry.register(name, hook, HookType.AFTER)
     if availability.present(targets.CANARY_TARGET, every_process=True):
         register_canary()
 

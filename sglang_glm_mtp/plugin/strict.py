@@ -37,8 +37,8 @@ def verify_strict() -> None:
     missing = availability.missing_targets()  # never registered: absent on this SGLang
     problems = [f"{target} (missing on SGLang {targets.sglang_version()}: "
                 f"{', '.join(targets.target(target).behaviours)} unavailable)" for target in missing]
-    problems += [f"{target} (not applied)" for target in EAGER_TARGETS
-                 if target not in HookRegistry._patched and target not in missing]
+    problems += [f"{target} (not applied)" for target in EAGER_TARGETS  # under the table's name for this release
+                 if target not in missing and availability.hook_name(target) not in HookRegistry._patched]
     for target in LAZY_TARGETS + REQUIRED_ATTRIBUTES:  # installed when the draft is built; check they exist on this SGLang
         if target in missing:
             continue
