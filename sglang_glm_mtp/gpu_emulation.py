@@ -45,10 +45,16 @@ def emulated_platform(generation: str | None, **overrides: Any) -> Iterator[None
     if generation is None:
         yield
         return
-    from sglang.srt.runtime_context import override_platform
+    from sglang.srt import runtime_context
 
     emulate_device_capability(generation)
-    with override_platform(**platform_facts(generation, **overrides)):
+    facts = platform_facts(generation, **overrides)
+    # An older SGLang knows fewer facts (0.5.21: no is_mps, is_sm110) and refuses unknown ones; a fact it does not
+    # know is one it never reads, so leaving it out emulates the same GPU.
+    known = set(getattr(runtime_context, "_PLATFORM_PROBES", ())) | set(getattr(runtime_context, "_PLATFORM_VALUES", ()))
+    if known:
+        facts = {name: value for name, value in facts.items() if name in known}
+    with runtime_context.override_platform(**facts):
         yield
 
 

@@ -34,6 +34,26 @@ UPSTREAM = PATCHED
 #: Whether the plugin acts, so that its own state, logs and messages can be asserted on.
 PLUGIN_ACTIVE = PLUGIN_LOADED and not PATCHED
 
+def _sglang_version() -> str | None:
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version("sglang")  # the first on sys.path: PYTHONPATH's, when one is put first
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+#: The SGLang release the scenario subprocesses import (0.5.23 installed; 0.5.22 when its folder is on PYTHONPATH).
+SGLANG_VERSION: str | None = _sglang_version()
+
+
+def sglang_before(version: str) -> bool:
+    """Is the SGLang under test older than ``version`` (where a behaviour's target first appears)?"""
+    from packaging.version import Version
+
+    return SGLANG_VERSION is not None and Version(SGLANG_VERSION) < Version(version)
+
+
 plugin_only = pytest.mark.skipif(not PLUGIN_ACTIVE, reason="asserts on the plugin; this run drives a patched "
                                                           "SGLang, where the plugin does not act")
 

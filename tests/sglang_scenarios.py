@@ -29,6 +29,7 @@ from typing import Any, Callable, Iterator
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import sglang_harness as harness  # noqa: E402  (path set above; this file runs as a script)
+import sglang_internals as internals  # noqa: E402
 
 from sglang_glm_mtp.gpu_emulation import error_fields  # noqa: E402
 
@@ -76,15 +77,7 @@ def model_facts(model: Any) -> dict[str, Any]:
         "eh_proj_type": type(model.model.eh_proj).__name__,
         "methods": methods,
         "experts": {
-            "method": type(experts.quant_method).__name__,
-            "num_experts": int(experts.num_experts),
-            "num_local_experts": int(experts.num_local_experts),
-            "num_fused_shared_experts": int(experts.num_fused_shared_experts),
-            "moe_ep_size": int(experts.moe_ep_size), "moe_ep_rank": int(experts.moe_ep_rank),
-            "moe_tp_size": int(experts.moe_tp_size),
-            "uses_expert_location": bool(experts.uses_expert_location),
-            "flashinfer_cutlass": bool(getattr(experts.quant_method, "use_flashinfer_cutlass",
-                                               getattr(experts, "enable_flashinfer_cutlass_moe", False))),
+            **internals.expert_facts(experts),
             "expected_experts": sorted(expected_experts(experts)),
         },
         "params": harness.parameter_summary(model),
@@ -158,8 +151,7 @@ def value_checks(model: Any, model_dir: str) -> dict[str, Any]:
         if fused is not None and all(part is not None for part in parts):
             out["direct"][f"qkv_proj.{suffix} = cat(q, k, v)"] = _relation(fused, torch.cat(parts), 0, 1)
     # experts: local slot -> global expert id (EP), shared expert fused at the end
-    local_routed = int(getattr(experts, "_num_local_routed", experts.num_local_experts))
-    start = int(getattr(experts, "_expert_storage_rank", 0)) * local_routed
+    local_routed, start = internals.local_routed_slots(experts)
     w13, w2 = params["model.decoder.mlp.experts.w13_weight"], params["model.decoder.mlp.experts.w2_weight"]
     for slot in range(int(experts.num_local_experts)):
         if slot < local_routed:
@@ -316,8 +308,7 @@ def _quant_config_decisions() -> dict[str, Any]:
     targets = {
         "fp8": lambda: Fp8Config(is_checkpoint_fp8_serialized=True, weight_block_size=[128, 128]),
         "modelopt_fp8": lambda: ModelOptFp8Config.from_config({"quant_algo": "FP8"}),
-        "modelopt_fp4": lambda: ModelOptFp4Config.from_config({"quant_algo": "NVFP4", "group_size": 16,
-                                                              "exclude_modules": ["lm_head"]}),
+        "modelopt_fp4": lambda: ModelOptFp4Config.from_config(internals.modelopt_fp4_config(["lm_head"])),
     }
     server_args = get_context().server_args
     saved = getattr(server_args, "_glm_mtp_state", None)
@@ -330,8 +321,12 @@ def _quant_config_decisions() -> dict[str, Any]:
                     "draft_precision": storage, "found_tensors": 35, "draft_layer": LAYER, "draft_shards": ["x"]}})
                 target = make()
                 logs.clear()
-                resolved = resolve_nextn_quant_config(lambda model, config, quant: quant, None,
-                                                      types.SimpleNamespace(num_hidden_layers=LAYER), target)
+                try:
+                    resolved = resolve_nextn_quant_config(lambda model, config, quant: quant, None,
+                                                          types.SimpleNamespace(num_hidden_layers=LAYER), target)
+                except Exception as exc:  # the plugin refuses what this SGLang cannot build (issue 20)
+                    out[f"{target_name}/{storage}"] = {"target_name": target.get_name(), "refused": _error(exc)}
+                    continue
                 out[f"{target_name}/{storage}"] = {
                     "target_name": target.get_name(), "same_object": resolved is target,
                     "result": None if resolved is None else type(resolved).__name__,
@@ -378,8 +373,7 @@ def _shield_facts() -> dict[str, Any]:
 
     from sglang_glm_mtp.plugin.draft_precision import nvfp4_draft_config
 
-    target = ModelOptFp4Config.from_config({"quant_algo": "NVFP4", "group_size": 16,
-                                            "exclude_modules": ["lm_head", f"model.layers.{LAYER}.self_attn*"]})
+    target = ModelOptFp4Config.from_config(internals.modelopt_fp4_config(["lm_head", f"model.layers.{LAYER}.self_attn*"]))
     draft = nvfp4_draft_config(target, LAYER)
     return {"draft_name_elsewhere": draft.get_name(), "target_name": target.get_name(),
             "draft_is_copy": draft is not target, "target_excludes_untouched": list(target.exclude_modules),

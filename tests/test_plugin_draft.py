@@ -29,7 +29,7 @@ import pytest
 
 from sglang_glm_mtp import synthetic
 
-from sglang_mode import PLUGIN_ACTIVE, UPSTREAM, pick, plugin_only, run_scenario
+from sglang_mode import PLUGIN_ACTIVE, UPSTREAM, pick, plugin_only, run_scenario, sglang_before
 
 pytestmark = [pytest.mark.sglang,
               pytest.mark.skipif(importlib.util.find_spec("sglang") is None, reason="needs sglang==0.5.23")]
@@ -490,7 +490,13 @@ def test_fp8_draft_under_nvfp4_target_gets_block_fp8(prec: dict[str, Any], name:
     """Real: FP8 layer headers -> the plugin's block-FP8 [128, 128] config; SGLang builds ``Fp8MoEMethod`` and
     ``Fp8LinearMethod`` and loads every tensor (fixture dims are whole 128-blocks, see
     ``synthetic.fp8_draft_overrides``). flashinfer_trtllm (SM100) stores w13 as [up, gate], triton as
-    [gate, up]. Faked: the GPU generation at construction."""
+    [gate, up]. Faked: the GPU generation at construction. On 0.5.22, whose NextN post-load reads the block
+    size from the target's config, the plugin refuses the build with a clear error instead of a crash."""
+    if PLUGIN_ACTIVE and sglang_before("0.5.23"):
+        case = prec["cases"][name]
+        assert not case["ok"] and case["error_type"] == "UnsupportedOnThisSGLang", case
+        assert "needs SGLang 0.5.23+" in case["error"] and "block-FP8 draft" in case["error"], case["error"]
+        return
     case = ok(prec["cases"][name], name)
     coverage_passed(case, name)
     facts = case["facts"]
@@ -572,6 +578,10 @@ def test_draft_quant_config_per_target_and_draft_storage(prec: dict[str, Any], k
     """The plugin's ``_resolve_nextn_quant_config`` hook on SGLang's real quant config classes, the draft storage
     read from the published preflight record as a scheduler does."""
     decision = prec["quant_config_decisions"][key]
+    if result == "Fp8Config" and not same and sglang_before("0.5.23"):  # 0.5.22 cannot load it: refused, said so
+        assert decision["refused"]["error_type"] == "UnsupportedOnThisSGLang", decision
+        return
+    assert "refused" not in decision, decision
     assert (decision["result"], decision["same_object"], len(decision["errors"])) == (result, same, errors), decision
     if result == "Fp8Config" and not same:
         assert decision["block"] == [128, 128]

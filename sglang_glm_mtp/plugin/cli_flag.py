@@ -13,7 +13,8 @@ import argparse
 import os
 from typing import Any
 
-from .settings import ENABLE_PLUGIN_ENV
+from . import availability
+from .settings import ENABLE_PLUGIN_ENV, PLUGIN_NAME
 
 FLAG = "--enable-plugin"
 
@@ -25,6 +26,12 @@ class _EnablePluginAction(argparse._StoreAction):
         names = [n.strip() for n in str(values).split(",") if n.strip()]
         previous = [n for n in os.environ.get(ENABLE_PLUGIN_ENV, "").split(",") if n.strip()]
         os.environ[ENABLE_PLUGIN_ENV] = ",".join(dict.fromkeys(previous + names))
+        if PLUGIN_NAME in names and availability.missing_targets():
+            # Something is already known to be missing; on an SGLang without the resolution step (0.5.14-0.5.19)
+            # this is the only place strict mode can still refuse the launch, so refuse here, naming the targets.
+            from .strict import verify_strict
+
+            verify_strict()
 
 
 def add_enable_plugin_flag(result: Any, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:

@@ -29,26 +29,51 @@ _hooked: set[str] = set()
 
 
 def register() -> None:
-    """Idempotent: a second call in the same process does nothing."""
+    """Idempotent: a second call in the same process does nothing.
+
+    Every target is checked on the running SGLang before it is registered (``availability``):
+    a missing one is skipped with one WARNING naming the behaviour it carries, never handed
+    to SGLang's registry (whose failure is an ERROR traceback in every process).
+    """
     global _registered
     with _lock:
         if _registered:
             return
         _registered = True
-    from sglang.srt.arg_groups.resolution_hooks import register_resolution_hook
     from sglang.srt.plugins.hook_registry import HookRegistry, HookType
 
+    from . import availability
     from .canary import register_canary
     from .cli_flag import add_enable_plugin_flag
     from .resolution import speculative_step
     from .server_info import add_plugin_state, add_server_info_section
 
-    register_resolution_hook(targets.RESOLUTION_STEP)(speculative_step)
-    HookRegistry.register(targets.ADD_CLI_ARGS, add_enable_plugin_flag, HookType.AFTER)
-    HookRegistry.register(targets.MODEL_ARCHITECTURE, _on_model_architecture, HookType.AFTER)
-    HookRegistry.register(targets.INTERNAL_STATE, add_plugin_state, HookType.AFTER)
-    HookRegistry.register(targets.SERVER_INFO_TARGET, add_server_info_section, HookType.AFTER)
-    register_canary()
+    availability.version_warning()
+    _register_resolution_step(speculative_step)
+    eager = ((targets.ADD_CLI_ARGS, add_enable_plugin_flag), (targets.MODEL_ARCHITECTURE, _on_model_architecture),
+             (targets.INTERNAL_STATE, add_plugin_state), (targets.SERVER_INFO_TARGET, add_server_info_section))
+    for target, hook in eager:
+        name = availability.hook_name(target, every_process=True)  # the table's other name on an older release
+        if name is not None:
+            HookRegistry.register(name, hook, HookType.AFTER)
+    if availability.present(targets.CANARY_TARGET, every_process=True):
+        register_canary()
+
+
+def _register_resolution_step(step: Callable[..., Any]) -> None:
+    """``register_resolution_hook(RESOLUTION_STEP)``; an SGLang without that API (or that step) loses the
+    preflight, the runner choice and strict mode's check, and keeps everything else."""
+    from . import availability
+
+    if not availability.present(targets.RESOLUTION_HOOKS, every_process=True):
+        return
+    from sglang.srt.arg_groups.resolution_hooks import register_resolution_hook
+
+    try:
+        register_resolution_hook(targets.RESOLUTION_STEP)(step)
+    except Exception as exc:  # e.g. the step was renamed: SGLang refuses an unknown name
+        availability.mark_unavailable(targets.RESOLUTION_HOOKS, f"{targets.RESOLUTION_STEP!r}: {type(exc).__name__}: "
+                                      f"{exc}", warn=availability.is_main_process())
 
 
 def _on_model_architecture(result: Any, *args: Any, **kwargs: Any) -> None:
@@ -64,7 +89,7 @@ def install_draft_hooks(model_class: type | None = None) -> list[str]:
     the targets now hooked. Without a class: the GLM/DeepSeek classes of ``targets.COVERAGE_TARGETS``."""
     from sglang.srt.plugins.hook_registry import HookRegistry, HookSource, HookType
 
-    from . import upstream
+    from . import availability, upstream
     from .coverage import load_weights_with_coverage
     from .draft_precision import init_with_draft_quant_config, resolve_nextn_quant_config
 
@@ -80,6 +105,7 @@ def install_draft_hooks(model_class: type | None = None) -> list[str]:
             coverage = [t for t in coverage if t.rsplit(".", 2)[-2] not in targets.UPSTREAM_COVERED]
         wanted += [(t, load_weights_with_coverage) for t in coverage]
         wanted = [(t, hook) for t, hook in wanted if t not in _hooked]
+        wanted = [(t, hook) for t, hook in wanted if availability.present(t)]  # missing: one WARNING, not hooked
         _hooked.update(t for t, _ in wanted)
         # Registered outside load_plugins(), so SGLang cannot attribute them by itself ("from: unknown").
         source = HookSource(plugin_name=targets.PLUGIN_ENTRY_POINT, dist_name=targets.DISTRIBUTION)

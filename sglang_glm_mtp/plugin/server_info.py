@@ -24,7 +24,9 @@ SECTION = "glm_mtp"
 
 
 def plugin_state() -> dict[str, Any]:
-    """Preflight + runner decision (from the main process), coverage and canary (this scheduler)."""
+    """Preflight + runner decision (from the main process), coverage and canary (this scheduler), and what this
+    SGLang cannot carry (``unavailable``, ``sglang_untested``; absent when there is nothing to say)."""
+    from .availability import summary
     from .canary import canary_snapshot
     from .coverage import LAST_RESULT
     from .resolution import STATE_ATTR
@@ -41,6 +43,7 @@ def plugin_state() -> dict[str, Any]:
     canary = canary_snapshot()
     if canary is not None:
         state["canary"] = canary
+    state.update(summary())
     return state
 
 
@@ -56,12 +59,14 @@ def add_plugin_state(result: Any, *args: Any, **kwargs: Any) -> None:
 
 
 def main_process_state(server_args: Any) -> dict[str, Any]:
-    """Plugin version plus what the resolution step recorded (empty when it had nothing to decide)."""
+    """Plugin version plus what the resolution step recorded (empty when it had nothing to decide), and what this
+    SGLang cannot carry."""
     from .. import __version__
+    from .availability import summary
     from .resolution import STATE_ATTR
 
     state = copy.deepcopy(getattr(server_args, STATE_ATTR, None) or {})
-    return {"version": __version__, **state}
+    return {"version": __version__, **state, **summary()}
 
 
 def add_server_info_section(result: Any, *args: Any, **kwargs: Any) -> None:

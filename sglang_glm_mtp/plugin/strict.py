@@ -21,6 +21,7 @@ class PluginStrictModeError(ValueError):
 
 
 def verify_strict() -> None:
+    from . import targets
     from .targets import EAGER_TARGETS, LAZY_TARGETS, REQUIRED_ATTRIBUTES
 
     installed = {ep.name for ep in importlib.metadata.entry_points(group="sglang.srt.plugins")}
@@ -31,8 +32,16 @@ def verify_strict() -> None:
             f"(installed: {', '.join(sorted(installed)) or 'none'}); pip install the missing package(s)")
     from sglang.srt.plugins.hook_registry import HookRegistry
 
-    problems = [f"{target} (not applied)" for target in EAGER_TARGETS if target not in HookRegistry._patched]
+    from . import availability
+
+    missing = availability.missing_targets()  # never registered: absent on this SGLang
+    problems = [f"{target} (missing on SGLang {targets.sglang_version()}: "
+                f"{', '.join(targets.target(target).behaviours)} unavailable)" for target in missing]
+    problems += [f"{target} (not applied)" for target in EAGER_TARGETS  # under the table's name for this release
+                 if target not in missing and availability.hook_name(target) not in HookRegistry._patched]
     for target in LAZY_TARGETS + REQUIRED_ATTRIBUTES:  # installed when the draft is built; check they exist on this SGLang
+        if target in missing:
+            continue
         owner, _, attribute = target.rpartition(".")
         try:
             if not hasattr(pkgutil.resolve_name(owner), attribute):
