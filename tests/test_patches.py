@@ -137,6 +137,7 @@ def test_upstream_folder_without_provenance_places_files_aside(tmp_path: Path) -
 @needs_sglang
 @pytest.mark.sglang
 @pytest.mark.slow
+@pytest.mark.extended  # its own command (README): ~5 minutes, which the default run leaves out
 def test_full_verification_passes() -> None:
     """patches/verify_patches.py end to end: apply, unit tests, behaviour tests without the plugin."""
     proc = run_in_own_group([sys.executable, str(VERIFY)], cwd=REPO, timeout=3000)

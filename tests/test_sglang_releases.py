@@ -79,7 +79,7 @@ def sglang_test_files() -> list[str]:
     return [str(p) for p in sorted(TESTS.glob("test_*.py")) if p.name not in LEFT_OUT]
 
 
-@pytest.mark.releases  # its own command (README): ~10 minutes, which the default run leaves out
+@pytest.mark.extended  # its own command (README): ~10 minutes, which the default run leaves out
 @pytest.mark.parametrize("version", OTHER_RELEASES)
 def test_sglang_driving_tests_pass_on_release(version: str) -> None:
     folder = install_release(version)

@@ -156,7 +156,7 @@ def draft_quant_config(resolved: Any, config: Any, class_names: list[str] | None
             return resolved
         from sglang.srt.layers.quantization.fp8 import Fp8Config
 
-        from . import availability, targets  # issue 20: 0.5.22's loader cannot post-process this draft
+        from . import availability, targets  # SGLang 0.5.22's loader cannot post-process this draft
 
         availability.require(targets.FP8_DRAFT_BLOCK_SIZE, f"a block-FP8 draft {name} under a {target} target")
         _log_once("glm_mtp: draft %s is stored FP8 (%s); building it with block FP8 [128, 128]", name, evidence)
