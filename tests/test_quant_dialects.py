@@ -284,3 +284,20 @@ def test_indexed_matchers_read_as_sglangs_loops(name: str, entries: tuple[str, .
     assert quant_match._ct_match(name, entries) == bool(ct_loop())
     plain = tuple(e for e in entries if not e.startswith("re:"))
     assert quant_match._path_match_any(name, plain) == path_loop(plain)
+
+
+def test_a_checkpoint_without_safetensors_is_not_judged(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    """Weights in .bin files only: check cannot read them, so it says so (exit 2) and the preflight does not refuse
+    (it warns; SGLang's loader reads .bin files and the post-load check judges the layer)."""
+    from sglang_glm_mtp.plugin.preflight import run_preflight
+
+    target = synthetic.tiny_pair(tmp_path, target_has_draft=True).target
+    for shard in target.glob("*.safetensors"):
+        shard.rename(shard.with_suffix(".bin"))
+    (target / "model.safetensors.index.json").unlink()
+    assert main(["check", str(target)]) == 2
+    assert "not safetensors; check reads safetensors headers only" in capsys.readouterr().err
+    with caplog.at_level(logging.WARNING, logger="sglang_glm_mtp"):
+        assert run_preflight(str(target), None, "GlmMoeDsaForCausalLM") is None
+    assert any("not safetensors" in r.getMessage() for r in caplog.records)

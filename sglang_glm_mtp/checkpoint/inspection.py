@@ -177,6 +177,12 @@ class _Inspection:
             return report
         if not _has_weight_files(files):
             return _no_weights(report, family, cfg, prefixes)
+        if not any(name.endswith(".safetensors") or name == INDEX_FILE for name in files):
+            others = sorted(name for name in files if name.endswith(WEIGHT_SUFFIXES))
+            raise CheckpointUnreadable(
+                f"{self.source.display} holds its weights in {', '.join(others[:3])}"
+                f"{' …' if len(others) > 3 else ''}, not safetensors; check reads safetensors headers only, so it "
+                "cannot judge the draft layer (SGLang's post-load check of the glm_mtp plugin still does)")
 
         report.draft_layer = layer
         report.nextn_layers = family.nextn_layers(cfg)
