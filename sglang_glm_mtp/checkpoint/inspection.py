@@ -509,12 +509,13 @@ class _Inspection:
         if decl.dialect == "quark" and dtypes.get("eh_proj.weight") in ("BF16", "F16", "F32"):
             stored["eh_proj"] = "bf16"  # Quark alone builds eh_proj as a quantized linear
         everything = decl.excludes_all_under(prefix)  # ~800 modules in a GLM-5.2 draft: skip matching each
+        quark_remap = prefix[:-1] if family.quark_remaps_layer else None
 
         def excluded(module: str) -> bool:
             return everything or decl.is_excluded(prefix + module)
 
         if precision == "bf16":
-            self._check_bf16_draft(report, decl, prefix, sorted(stored), family, excluded)
+            self._check_bf16_draft(report, decl, prefix, sorted(stored), family, excluded, quark_remap)
             return
         wrong_bf16 = [m for m, p in stored.items() if p == "bf16" and m != "eh_proj" and not excluded(m)]
         wrong_quant = [m for m, p in stored.items() if p in QUANTIZED and excluded(m)]
@@ -531,7 +532,6 @@ class _Inspection:
                          f"({_names([prefix + m for m in sorted(wrong_quant)])})", severity, decl.source)
         if wrong_bf16 or wrong_quant or decl.dialect == "modelopt":
             return
-        quark_remap = prefix[:-1] if family.quark_remaps_layer else None
         stock = list(dict.fromkeys(sglang_module(m) for m, p in stored.items() if (p == "bf16") == decl.
                                    stock_builds_quantized(m, family.quant_name_map, quark_remap)))
         report.quant_config["stock_sglang_builds_as_stored"] = not stock
@@ -544,7 +544,7 @@ class _Inspection:
                          "with the plugin serves it as is.", "warning", decl.source)
 
     def _check_bf16_draft(self, report: InspectionReport, decl: QuantDeclaration, prefix: str, modules: list[str],
-                          family: ModelFamily, excluded: Callable[[str], bool]) -> None:
+                          family: ModelFamily, excluded: Callable[[str], bool], quark_remap: str | None) -> None:
         """A BF16 layer under a quantized target: does its declaration keep it BF16, in SGLang and elsewhere?
 
         Two readers: stock SGLang, which asks by the draft's own names after the draft class's
@@ -553,7 +553,6 @@ class _Inspection:
         BF16 layer unquantized whatever the declaration says, so either gap is a warning that
         names the exact entries to add.
         """
-        quark_remap = prefix[:-1] if family.quark_remaps_layer else None
         stock = [m for m in modules if decl.stock_builds_quantized(m, family.quant_name_map, quark_remap)]
         declared = [m for m in modules if m != "eh_proj" and not excluded(m)]
         report.quant_config["stock_sglang_builds_as_stored"] = not stock

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Literal, Mapping
 
 from . import quant_match
@@ -100,14 +101,7 @@ class QuantDeclaration:
 
     def is_excluded(self, prefix: str) -> bool:
         """Does the dialect's rule exclude the module ``prefix``, asked by this (checkpoint) name?"""
-        dialect = self.dialect
-        if dialect == "compressed-tensors":
-            return quant_match.ct_ignored(prefix, self.exclude)
-        if dialect == "quark":
-            return quant_match.quark_ignored(prefix, self.exclude)
-        if dialect == "fp8":
-            return quant_match.fp8_skipped(prefix, self.exclude)
-        return quant_match.modelopt_excluded(prefix, self.exclude)
+        return _excluded_by(self.dialect, prefix, self.exclude)
 
     def excludes_all_under(self, prefix: str) -> bool:
         """Is every module whose name starts with ``prefix`` excluded, by one glob of literal text and a final
@@ -117,10 +111,6 @@ class QuantDeclaration:
         candidates = [prefix] + ([prefix[len("language_model."):]] if prefix.startswith("language_model.") else [])
         return any(glob.endswith("*") and "*" not in glob[:-1] and not quant_match.REGEX_META.intersection(glob)
                    and candidate.startswith(glob[:-1]) for glob in self.exclude for candidate in candidates)
-
-    def draft_entries(self, name_map: tuple[tuple[str, str], ...] = ()) -> tuple[str, ...]:
-        """The exclusions as SGLang holds them for the draft, after the draft class's name map."""
-        return tuple(apply_name_map(self.exclude, name_map)) if name_map else self.exclude
 
     def stock_builds_quantized(self, relative: str, name_map: tuple[tuple[str, str], ...] = (),
                                quark_remap: str | None = None) -> bool:
@@ -139,12 +129,7 @@ class QuantDeclaration:
         if self.dialect == "unknown":
             return True
         name = draft_module(relative)
-        entries = self.draft_entries(name_map)
-        if quark_remap and self.dialect == "quark":
-            exact = [e for e in entries if e.startswith(quark_remap + ".")]
-            entries = tuple(dict.fromkeys(entries + tuple(remap_entries(exact, quark_remap))))
-            if any(".mlp.experts." in e for e in exact):
-                entries += ("model.decoder.mlp.experts",)
+        entries = _stock_draft_entries(self.exclude, name_map, quark_remap if self.dialect == "quark" else None)
         experts = re.match(r"(.*\.mlp\.experts)\.\d+\.(\w+)$", name)
         try:
             if experts and self.dialect == "compressed-tensors":
@@ -168,6 +153,20 @@ class QuantDeclaration:
         if dialect == "fp8":
             return fp8_exclusions(ckpt_prefix)
         return [ckpt_prefix + "*"]
+
+
+@lru_cache(maxsize=64)
+def _stock_draft_entries(exclude: tuple[str, ...], name_map: tuple[tuple[str, str], ...],
+                         quark_remap: str | None) -> tuple[str, ...]:
+    """The entries stock SGLang holds for the draft: after the class's name map, and GLM-5's own rewrite of exact
+    Quark entries of its layer (``quark_remap``). Asked once per draft module: computed once per declaration."""
+    entries = tuple(apply_name_map(exclude, name_map)) if name_map else exclude
+    if quark_remap:
+        exact = [e for e in entries if e.startswith(quark_remap + ".")]
+        entries = tuple(dict.fromkeys(entries + tuple(remap_entries(exact, quark_remap))))
+        if any(".mlp.experts." in e for e in exact):
+            entries += ("model.decoder.mlp.experts",)
+    return entries
 
 
 def _excluded_by(dialect: str, name: str, entries: tuple[str, ...]) -> bool:

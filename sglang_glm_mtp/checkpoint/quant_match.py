@@ -205,12 +205,22 @@ def _module_path_match(ignored: str, prefix: str) -> bool:
     return ignored == prefix or prefix.startswith(ignored + ".") or f".{ignored}." in f".{prefix}."
 
 
+@lru_cache(maxsize=64)
+def _stripped_entries(entries: tuple[str, ...]) -> _Entries:
+    return _entries(tuple(e.rstrip(".") for e in entries))
+
+
 def _path_match_any(prefix: str, entries: tuple[str, ...]) -> bool:
     """``any(_module_path_match(e, prefix) for e in entries)``, as set probes: the rule matches exactly the
     entries equal to a contiguous run of ``prefix``'s dotted parts (a leading run included)."""
-    table = _entries(tuple(e.rstrip(".") for e in entries))
+    table = _stripped_entries(entries)
     parts = prefix.rstrip(".").split(".")
     return any(".".join(parts[i:j]) in table.exact for i in range(len(parts)) for j in range(i + 1, len(parts) + 1))
+
+
+@lru_cache(maxsize=64)
+def _fp8_normalized(ignored: tuple[str, ...]) -> tuple[str, ...]:
+    return fp8_normalized(ignored)
 
 
 def fp8_normalized(ignored: Iterable[str]) -> tuple[str, ...]:
@@ -224,7 +234,7 @@ def fp8_normalized(ignored: Iterable[str]) -> tuple[str, ...]:
 
 def fp8_skipped(prefix: str, ignored: Iterable[str], fused: Mapping[str, tuple[str, ...]] = PACKED_MODULES) -> bool:
     """``is_layer_skipped`` over ``fp8_normalized`` entries."""
-    entries = fp8_normalized(ignored)
+    entries = _fp8_normalized(tuple(ignored))  # asked once per draft module: normalised once per list
     proj = prefix.rsplit(".", 1)[-1]
     table = fused if proj in fused else _FP8_FALLBACK_FUSED
     if proj in table:
