@@ -14,7 +14,6 @@ import httpx
 import numpy as np
 import pytest
 from huggingface_hub import HfApi, HfFileSystem, hf_hub_download
-from huggingface_hub import constants as hf_constants
 from huggingface_hub.errors import (
     EntryNotFoundError,
     HfHubHTTPError,

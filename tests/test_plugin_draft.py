@@ -245,7 +245,7 @@ def test_shared_experts_fusion(cov: dict[str, Any]) -> None:
     expects it there without a false alarm."""
     plain = ok(cov["cases"]["shared_disabled"], "shared_disabled")
     assert plain["facts"]["experts"]["num_fused_shared_experts"] == 0
-    assert f"model.decoder.mlp.shared_experts.gate_up_proj.weight" in plain["facts"]["params"]
+    assert "model.decoder.mlp.shared_experts.gate_up_proj.weight" in plain["facts"]["params"]
     assert ok(cov["cases"]["bf16_triton"], "bf16_triton")["facts"]["experts"]["num_fused_shared_experts"] == 0
     fused = ok(cov["cases"]["shared_enforced"], "shared_enforced")
     coverage_passed(fused, "shared_enforced")

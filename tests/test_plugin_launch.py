@@ -10,7 +10,6 @@ huggingface_hub cache on disk (filled here through huggingface_hub's own downloa
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 

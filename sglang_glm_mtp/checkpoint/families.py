@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
+from ..errors import GlmMtpError
+
 
 @dataclass(frozen=True)
 class LayerTensor:
@@ -48,7 +50,7 @@ INT_FIELDS = (*CONFIG_LIMITS, "hidden_size", "intermediate_size", "moe_intermedi
               "index_topk_freq", "index_skip_topk_offset")
 
 
-class ConfigError(ValueError):
+class ConfigError(GlmMtpError, ValueError):
     """A config.json field that is missing, of the wrong type, or absurd; the message names it."""
 
 

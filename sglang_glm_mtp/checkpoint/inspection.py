@@ -22,6 +22,7 @@ from operator import countOf
 from typing import Any, Callable, Iterable, Iterator
 
 from ..errors import CheckpointUnreadable
+from ..text import listed, short
 from .draft_names import NEVER_QUANTIZED, sglang_module
 from .families import Config, ConfigError, LayerTensor, ModelFamily, family_for, supported_architectures
 from .files import CONFIG_FILE, INDEX_FILE, QUANT_FILE
@@ -36,8 +37,6 @@ from .source import CheckpointSource, hub_error, open_checkpoint
 
 logger = logging.getLogger(__name__)
 
-#: How many names a one-line problem message lists before "…".
-NAMES_IN_MESSAGE = 5
 #: Concurrent header reads of a local checkpoint (I/O bound on a cold cache).
 HEADER_READERS = 8
 
@@ -140,7 +139,7 @@ class _Inspection:
         archs = raw_config.get("architectures")
         if not (isinstance(archs, list) and archs and all(isinstance(a, str) for a in archs)):
             raise self.unreadable(CONFIG_FILE, f"'architectures' must be a list of class names such as "
-                                               f"[\"GlmMoeDsaForCausalLM\"], got {_short(archs)}",
+                                               f"[\"GlmMoeDsaForCausalLM\"], got {short(archs)}",
                                   "restore config.json from the original release")
         try:
             cfg = Config(raw_config)
@@ -180,7 +179,7 @@ class _Inspection:
         if not any(name.endswith(".safetensors") or name == INDEX_FILE for name in files):
             others = sorted(name for name in files if name.endswith(WEIGHT_SUFFIXES))
             raise CheckpointUnreadable(
-                f"{self.source.display} holds its weights in {', '.join(others[:3])}"
+                f"{self.source.display} holds its weights in {listed(others)}"
                 f"{' …' if len(others) > 3 else ''}, not safetensors; check reads safetensors headers only, so it "
                 "cannot judge the draft layer (SGLang's post-load check of the glm_mtp plugin still does)")
 
@@ -306,7 +305,7 @@ class _Inspection:
             if missing_files:
                 self.problem("index-missing-shard",
                              f"{INDEX_FILE} names {len(missing_files)} shard file(s) that do not exist: "
-                             f"{_names(missing_files)} (SGLang refuses to load this checkpoint)",
+                             f"{listed(missing_files)} (SGLang refuses to load this checkpoint)",
                              file=INDEX_FILE)
             loaded = sorted({scan.weight_map[name] for name in scan.draft_names} & on_disk)
             unindexed = sorted(on_disk - referenced) if scan.complete else []  # a partial scan names draft shards
@@ -344,7 +343,7 @@ class _Inspection:
             elif draft_names:
                 self.problem("unindexed-shard",
                              f"{shard} holds {len(draft_names)} draft-layer tensors but is not named in "
-                             f"{INDEX_FILE}, so SGLang silently ignores it (e.g. {_names(draft_names)})",
+                             f"{INDEX_FILE}, so SGLang silently ignores it (e.g. {listed(draft_names)})",
                              "error", shard)
             else:
                 self.problem("unindexed-shard",
@@ -362,12 +361,12 @@ class _Inspection:
             absent = sorted(name for name in scan.names_in(shard) if name not in header.tensors)
             self.problem("index-tensor-not-in-shard",
                          f"{INDEX_FILE} places {len(absent)} tensor(s) in {shard} that its header does not "
-                         f"contain: {_names(absent)}", file=shard)
+                         f"contain: {listed(absent)}", file=shard)
         names = header.tensors if scan.complete else [n for n in header.tensors if n.startswith(prefix)]
         extra = sorted(set(names).difference(weight_map))  # walks the header's names, not the index's
         if extra:
             self.problem("tensor-not-in-index",
-                         f"{shard} contains {len(extra)} tensor(s) missing from {INDEX_FILE}: {_names(extra)} "
+                         f"{shard} contains {len(extra)} tensor(s) missing from {INDEX_FILE}: {listed(extra)} "
                          "(SGLang still loads them, other tools may not)", "warning", shard)
 
     def _check_total_size(self, index: dict[str, Any], scan: IndexScan, shards: dict[str, _Shard],
@@ -392,7 +391,7 @@ class _Inspection:
         actual = sum(p for p in payloads if p is not None)
         if isinstance(declared, bool) or not isinstance(declared, int) or declared != actual:
             self.problem("total-size-mismatch",
-                         f"{INDEX_FILE} metadata.total_size is {_short(declared)} but the shards, all intact, "
+                         f"{INDEX_FILE} metadata.total_size is {short(declared)} but the shards, all intact, "
                          f"hold {actual:,} bytes of tensor data: the index was not updated when shards were "
                          "added or replaced. SGLang ignores total_size; to silence this, set it to "
                          f"{actual}", "warning", INDEX_FILE)
@@ -448,11 +447,11 @@ class _Inspection:
         if missing:
             self.problem("draft-layer-incomplete",
                          f"{prefix}* has {len(found)} tensors; {len(missing)} of {report.expected_tensors} expected "
-                         f"are missing: {_names(report.missing)}")
+                         f"are missing: {listed(report.missing)}")
         if unexpected:
             self.problem("unexpected-tensor",
                          f"{len(unexpected)} {prefix}* tensor(s) that this architecture does not have: "
-                         f"{_names(report.unexpected)}", "warning")
+                         f"{listed(report.unexpected)}", "warning")
 
         bad_shapes, bad_dtypes = [], []
         for name, spec in wanted.items():
@@ -466,10 +465,10 @@ class _Inspection:
                 bad_dtypes.append(f"{prefix}{name} {entry.dtype} (expected {spec.dtype})")
         if bad_shapes:
             self.problem("shape-mismatch", f"{len(bad_shapes)} tensor(s) disagree with config.json: "
-                                           f"{_names(bad_shapes)}")
+                                           f"{listed(bad_shapes)}")
         if bad_dtypes:
             self.problem("dtype-mismatch", f"{len(bad_dtypes)} tensor(s) have an unexpected dtype: "
-                                           f"{_names(bad_dtypes)}")
+                                           f"{listed(bad_dtypes)}")
 
     # ------------------------------------------------------------------ quantization
 
@@ -524,12 +523,12 @@ class _Inspection:
         if wrong_bf16:
             self.problem("quant-config-mismatch",
                          f"{len(wrong_bf16)} draft module(s) are stored BF16 but {where} would quantize them "
-                         f"({_names([prefix + m for m in sorted(wrong_bf16)])}); add them to it",
+                         f"({listed([prefix + m for m in sorted(wrong_bf16)])}); add them to it",
                          severity, decl.source)
         if wrong_quant:
             self.problem("quant-config-mismatch",
                          f"{len(wrong_quant)} draft module(s) are stored quantized but {where} excludes them "
-                         f"({_names([prefix + m for m in sorted(wrong_quant)])})", severity, decl.source)
+                         f"({listed([prefix + m for m in sorted(wrong_quant)])})", severity, decl.source)
         if wrong_bf16 or wrong_quant or decl.dialect == "modelopt":
             return
         stock = list(dict.fromkeys(sglang_module(m) for m, p in stored.items() if (p == "bf16") == decl.
@@ -539,7 +538,7 @@ class _Inspection:
             self.problem("quant-config-mismatch",
                          f"{where} names the draft layer's modules by their checkpoint names, which never reach "
                          f"the draft SGLang builds (model.decoder.*): stock SGLang 0.5.23 would build "
-                         f"{len(stock)} module(s) in another precision than stored ({_names(stock)}) and fail to "
+                         f"{len(stock)} module(s) in another precision than stored ({listed(stock)}) and fail to "
                          "load them. The glm_mtp plugin translates the exclusions to the draft's names, so SGLang "
                          "with the plugin serves it as is.", "warning", decl.source)
 
@@ -565,10 +564,10 @@ class _Inspection:
         if stock:
             built = list(dict.fromkeys(sglang_module(m) for m in stock))
             gaps.append(f"stock SGLang 0.5.23 would build {len(built)} of its modules quantized "
-                        f"({_names(built)}) and fail to load it or serve unloaded weights")
+                        f"({listed(built)}) and fail to load it or serve unloaded weights")
         if declared:
             gaps.append(f"{decl.source} {key} does not exclude {len(declared)} of them by checkpoint name "
-                        f"({_names([prefix + m for m in declared])}), which transformers and vLLM read")
+                        f"({listed([prefix + m for m in declared])}), which transformers and vLLM read")
         self.problem("quant-config-mismatch",
                      f"the draft layer is stored BF16 under a {decl.dialect} {decl.precision.upper()} target, but "
                      f"{'; and '.join(gaps)}. The glm_mtp plugin builds it unquantized, so SGLang with the plugin "
@@ -681,16 +680,6 @@ def _json_list(entries: list[str]) -> str:
     """Entries as they are written into the JSON file (copy-pasteable, backslashes doubled)."""
     return json.dumps(entries)
 
-
-def _names(names: Iterable[str]) -> str:
-    names = list(names)
-    shown = ", ".join(names[:NAMES_IN_MESSAGE])
-    return shown + (f", … (+{len(names) - NAMES_IN_MESSAGE} more)" if len(names) > NAMES_IN_MESSAGE else "")
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _natural(name: str) -> tuple[Any, ...]:

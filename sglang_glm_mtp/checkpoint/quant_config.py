@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Literal, Mapping
 
+from ..errors import GlmMtpError
+from ..text import short
 from . import quant_match
 from .draft_names import apply_name_map, draft_module, fp8_exclusions, regex_exclusions, remap_entries
 from .families import layer_prefix
@@ -179,7 +181,7 @@ def _excluded_by(dialect: str, name: str, entries: tuple[str, ...]) -> bool:
     return quant_match.modelopt_excluded(name, entries)
 
 
-class QuantConfigError(ValueError):
+class QuantConfigError(GlmMtpError, ValueError):
     """A quantization declaration SGLang could not use either; the message names file, key and entry."""
 
 
@@ -190,7 +192,7 @@ def read_quant_declaration(config: Mapping[str, Any], hf_quant_config: Any) -> Q
     """
     flat = config.get("quantization_config")
     if flat is not None and not isinstance(flat, Mapping):
-        raise QuantConfigError(f"config.json quantization_config must be an object, got {_short(flat)}")
+        raise QuantConfigError(f"config.json quantization_config must be an object, got {short(flat)}")
     if flat:
         where = "config.json quantization_config"
         method = _optional_str(flat, "quant_method", where)
@@ -211,10 +213,10 @@ def read_quant_declaration(config: Mapping[str, Any], hf_quant_config: Any) -> Q
         return QuantDeclaration("config.json", method, algo, (), EXCLUDE_KEYS[dialect][0], flat)
     if hf_quant_config is not None:
         if not isinstance(hf_quant_config, Mapping):
-            raise QuantConfigError(f"hf_quant_config.json must be a JSON object, got {_short(hf_quant_config)}")
+            raise QuantConfigError(f"hf_quant_config.json must be a JSON object, got {short(hf_quant_config)}")
         nested = hf_quant_config.get("quantization")
         if nested is not None and not isinstance(nested, Mapping):
-            raise QuantConfigError(f"hf_quant_config.json 'quantization' must be an object, got {_short(nested)}")
+            raise QuantConfigError(f"hf_quant_config.json 'quantization' must be an object, got {short(nested)}")
         if isinstance(nested, Mapping):
             where = "hf_quant_config.json quantization"
             return QuantDeclaration("hf_quant_config.json", "modelopt", _optional_str(nested, "quant_algo", where),
@@ -235,15 +237,15 @@ def _compressed_tensors(flat: Mapping[str, Any], method: str, where: str) -> Qua
     if groups is None:
         groups = {}
     if not isinstance(groups, Mapping):
-        raise QuantConfigError(f"{where}.config_groups must be an object of groups, got {_short(groups)}")
+        raise QuantConfigError(f"{where}.config_groups must be an object of groups, got {short(groups)}")
     precisions: set[Precision] = set()
     for name, group in groups.items():
         here = f"{where}.config_groups.{name}"
         if not isinstance(group, Mapping):
-            raise QuantConfigError(f"{here} must be an object, got {_short(group)}")
+            raise QuantConfigError(f"{here} must be an object, got {short(group)}")
         weights = group.get("weights")
         if not isinstance(weights, Mapping):
-            raise QuantConfigError(f"{here} has no 'weights' object (got {_short(weights)}); SGLang cannot build a "
+            raise QuantConfigError(f"{here} has no 'weights' object (got {short(weights)}); SGLang cannot build a "
                                    "scheme without it: restore it from the release")
         _entries(group.get("targets"), f"{here}.targets", globs=False)
         precisions.add(_ct_weight_precision(weights, fmt, here))
@@ -257,7 +259,7 @@ def _compressed_tensors(flat: Mapping[str, Any], method: str, where: str) -> Qua
 def _ct_weight_precision(weights: Mapping[str, Any], fmt: str | None, where: str) -> Precision:
     bits, kind = weights.get("num_bits"), weights.get("type", "int")
     if isinstance(bits, bool) or not isinstance(bits, int):
-        raise QuantConfigError(f"{where}.weights.num_bits must be an integer, got {_short(bits)}")
+        raise QuantConfigError(f"{where}.weights.num_bits must be an integer, got {short(bits)}")
     if kind == "float":
         if bits == 8:
             return "fp8"
@@ -275,7 +277,7 @@ def _quark(flat: Mapping[str, Any], where: str) -> QuantDeclaration:
     global_config = flat.get("global_quant_config")
     if not isinstance(global_config, Mapping):
         raise QuantConfigError(f"{where} (quant_method quark) has no global_quant_config object (got "
-                               f"{_short(global_config)}); restore it from the release")
+                               f"{short(global_config)}); restore it from the release")
     weight = global_config.get("weight")
     scheme = _quark_weight_precision(weight)
     exclude = _entries(flat.get("exclude"), f"{where}.exclude", globs=False)
@@ -309,7 +311,7 @@ def _quark_weight_precision(weight: Any) -> Precision:
 def _optional_str(doc: Mapping[str, Any], key: str, where: str) -> str | None:
     value = doc.get(key)
     if value is not None and not isinstance(value, str):
-        raise QuantConfigError(f"{where}.{key} must be a string, got {_short(value)}")
+        raise QuantConfigError(f"{where}.{key} must be a string, got {short(value)}")
     return value
 
 
@@ -318,10 +320,10 @@ def _entries(value: Any, where: str, *, globs: bool) -> tuple[str, ...]:
     if value is None:
         return ()
     if not isinstance(value, list):
-        raise QuantConfigError(f"{where} must be a list of module names or patterns, got {_short(value)}")
+        raise QuantConfigError(f"{where} must be a list of module names or patterns, got {short(value)}")
     for position, entry in enumerate(value):
         if not isinstance(entry, str):
-            raise QuantConfigError(f"{where}[{position}] is {_short(entry)}, not a module pattern; "
+            raise QuantConfigError(f"{where}[{position}] is {short(entry)}, not a module pattern; "
                                    "remove it or write the pattern as a string")
     for position, entry in enumerate(value):
         if globs and quant_match.REGEX_META.intersection(entry):  # literal text and '*' always compile
@@ -337,10 +339,6 @@ def _entries(value: Any, where: str, *, globs: bool) -> tuple[str, ...]:
                                    f"it as a regex: {exc}); fix or remove it") from None
     return tuple(value)
 
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def precision_of_method(quantization: str | None) -> Precision:

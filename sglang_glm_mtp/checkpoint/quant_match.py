@@ -25,6 +25,8 @@ import re
 from functools import lru_cache
 from typing import Iterable, Mapping
 
+from ..errors import GlmMtpError
+
 #: The MLA projections SGLang fuses whose checkpoint names a ModelOpt tail rule matches.
 FUSED_TAILS = ("q_a_proj", "q_b_proj", "kv_a_proj_with_mqa", "kv_b_proj")
 #: Fused module -> checkpoint shards, as the DeepSeek/GLM classes declare ``packed_modules_mapping``
@@ -41,7 +43,7 @@ _FP8_FALLBACK_FUSED = {"qkv_proj": ("q_proj", "k_proj", "v_proj"), "gate_up_proj
 REGEX_META = frozenset("[](){}?+|^$\\")
 
 
-class FusedShardsDisagree(ValueError):
+class FusedShardsDisagree(GlmMtpError, ValueError):
     """SGLang raises this too: a fused module whose shards are not all excluded or all quantized."""
 
 

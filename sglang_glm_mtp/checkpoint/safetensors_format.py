@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from math import prod
 from typing import BinaryIO, Iterable, Mapping, NamedTuple
 
+from ..errors import GlmMtpError
 from .jsonio import loads as json_loads
 
 #: Size of the little-endian u64 header-length prefix.
@@ -43,15 +44,15 @@ _WRITE_ORDER = [
 _WRITE_RANK = {dtype: rank for rank, dtype in enumerate(_WRITE_ORDER)}
 
 
-class HeaderError(ValueError):
+class HeaderError(GlmMtpError, ValueError):
     """A safetensors header that the library would refuse to load.
 
     ``code`` is ``corrupt-header`` or ``truncated-shard``: the two problem codes
     ``check`` reports for a damaged shard.
     """
 
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
+    def __init__(self, code: str, message: str, *, file: str | None = None, key: str | None = None) -> None:
+        super().__init__(message, file=file, key=key)
         self.code = code
 
 

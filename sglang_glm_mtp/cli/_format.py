@@ -6,6 +6,8 @@ import json
 import sys
 from typing import Any
 
+from ..text import decimal_size
+
 
 def out(text: str = "") -> None:
     sys.stdout.write(text + "\n")
@@ -22,10 +24,8 @@ def count(n: int) -> str:
 
 def size(n: int) -> str:
     """A byte count for people: exact bytes plus a decimal unit (``19,905,841,664 bytes (19.9 GB)``)."""
-    for unit, scale in (("TB", 10**12), ("GB", 10**9), ("MB", 10**6), ("kB", 10**3)):
-        if abs(n) >= scale:
-            return f"{n:,} bytes ({n / scale:.1f} {unit})"
-    return f"{n:,} bytes"
+    unit = decimal_size(n)
+    return f"{n:,} bytes ({unit})" if unit else f"{n:,} bytes"
 
 
 def error_line(command: str, message: str) -> str:

@@ -13,6 +13,7 @@ import sys
 from typing import TYPE_CHECKING, Any, Iterator
 
 from ..graft.sizes import human_bytes, parse_size
+from ..text import listed
 from ._format import emit_json as _emit_json
 from ._format import out as _out
 
@@ -62,7 +63,7 @@ def format_plan(plan: GraftPlan) -> str:
         lines.append(_row("lineage", _lineage_line(plan.lineage)))
     lines.append(_row("read", f"{len(plan.source_ranges)} SOURCE shard(s), these byte ranges:"))
     for shard, spans in plan.source_ranges.items():
-        shown = ", ".join(f"[{a:,}, {b:,})" for a, b in spans[:4]) + (f", … (+{len(spans) - 4})" if len(spans) > 4 else "")
+        shown = listed((f"[{a:,}, {b:,})" for a, b in spans), limit=4)
         lines.append(f"  {shard}: {sum(b - a for a, b in spans):,} bytes in {len(spans)} range(s): {shown}")
     lines.append(_row("write", f"{len(plan.shards)} new shard(s), then the JSON files:"))
     for shard in plan.shards:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from ..checkpoint import jsonio
 from ..checkpoint.families import ModelFamily

@@ -27,6 +27,7 @@ from ..checkpoint.safetensors_format import PREFIX_BYTES, HeaderError, ShardHead
 from ..checkpoint.source import CheckpointSource, HubCheckpoint
 from ..checkpoint.writer import INDEX_FILE
 from ..errors import CheckpointUnreadable, GraftError
+from ..text import listed
 from .readers import HubReader, LocalReader, RangeReader
 from .records import layer_prefix
 
@@ -100,8 +101,7 @@ class LineageReport:
 
     def refusal(self) -> str:
         """The error graft stops with: which tensors differ, what was compared, the opt-out."""
-        shown = ", ".join(self.differing[:5]) + (f" and {len(self.differing) - 5} more" if len(self.differing) > 5
-                                                 else "")
+        shown = listed(self.differing)
         return (f"SOURCE {self.source} is not the release TARGET {self.target} was quantized from: "
                 f"{len(self.differing)} of {len(self.compared)} tensors that both store unquantized (embeddings, "
                 f"lm_head, norms, router gates; up to {WINDOW_BYTES >> 10} KiB each) differ: {shown}. A draft layer "

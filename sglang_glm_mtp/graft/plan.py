@@ -22,6 +22,7 @@ from ..checkpoint.safetensors_format import read_header
 from ..checkpoint.source import CheckpointSource, LocalCheckpoint
 from ..checkpoint.writer import INDEX_FILE, index_document
 from ..errors import GraftError, UsageError
+from ..text import listed
 from .checks import cached_target, check_compatible, check_target_status, local_dir, open_source, source_report
 from .commit import aside_name, finish_plan, interrupted_commit
 from .configs import quant_edits, read_json_file
@@ -158,7 +159,7 @@ def _new_index(weight_map: dict[str, str], has_index: bool, index_meta: Mapping[
     sizes.update({s.name: s.payload for s in shards})
     missing_files = sorted(set(new_map.values()) - set(sizes))
     if missing_files:
-        raise GraftError(f"TARGET {INDEX_FILE} names shard(s) that do not exist: {', '.join(missing_files[:5])}; "
+        raise GraftError(f"TARGET {INDEX_FILE} names shard(s) that do not exist: {listed(missing_files)}; "
                          "re-download them first")
     total_after = sum(sizes[name] for name in set(new_map.values()))
     extra_meta = {k: v for k, v in index_meta.items() if k != "total_size"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from ..errors import UsageError
+from ..text import decimal_size
 
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
@@ -29,7 +30,5 @@ def parse_size(text: str | int | None) -> int | None:
 
 
 def human_bytes(n: int) -> str:
-    for unit, scale in (("TB", 10**12), ("GB", 10**9), ("MB", 10**6), ("kB", 10**3)):
-        if abs(n) >= scale:
-            return f"{n / scale:.2f} {unit}"
-    return f"{n} B"
+    """``19.91 GB``: graft's plan and errors print two decimals (``text.decimal_size`` holds the units)."""
+    return decimal_size(n, digits=2) or f"{n} B"

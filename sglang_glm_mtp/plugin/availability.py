@@ -14,12 +14,13 @@ import multiprocessing
 import threading
 from typing import Any
 
+from ..errors import GlmMtpError
 from . import targets
 
 logger = logging.getLogger(__name__)
 
 
-class UnsupportedOnThisSGLang(RuntimeError):
+class UnsupportedOnThisSGLang(GlmMtpError, RuntimeError):
     """The checkpoint needs a behaviour this SGLang release cannot carry (docs/supported-versions.md)."""
 
 _lock = threading.Lock()

@@ -40,6 +40,8 @@ import threading
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterable, Iterator
 
+from ..errors import GlmMtpError
+from ..text import listed
 from ..checkpoint.families import draft_layer_id, family_for_draft_class
 from . import settings
 from .targets import BACKSTOP_VERIFIED
@@ -55,12 +57,11 @@ FUSED_WITHOUT_LOADER = {"indexer.wk_weights_proj.": ("indexer.wk.", "indexer.wei
 #: Created by a quant method from other parameters and rebuilt in process_weights_after_loading;
 #: no checkpoint tensor feeds them (ModelOpt NVFP4 MoE on non-TRTLLM runners: cutlass, marlin, ...).
 DERIVED_SUFFIXES = ("_blockscale_swizzled",)
-FIRST_NAMES = 10
 
 LAST_RESULT: dict[str, Any] = {}
 
 
-class DraftWeightsNotLoadedError(RuntimeError):
+class DraftWeightsNotLoadedError(GlmMtpError, RuntimeError):
     """Draft parameters that received no checkpoint tensor; the draft would run on uninitialised memory."""
 
 
@@ -221,7 +222,7 @@ def uncovered_parameters(model: Any, recorder: _Recorder) -> tuple[int, list[str
                       else expected_experts(moe_modules[owner]))
             gaps = sorted(e for e in wanted if not all((s, e) in got for s in shards))
             if gaps:
-                missing.append(f"{name} (experts {_ranges(gaps)})")
+                missing.append(f"{name} (experts {listed(gaps)})")
             continue
         if not calls:
             if name not in recorder.copied:
@@ -235,11 +236,6 @@ def uncovered_parameters(model: Any, recorder: _Recorder) -> tuple[int, list[str
                 missing.append(f"{name} (shards {sorted(map(str, absent))})")
     return total, missing
 
-
-def _ranges(ids: list[int]) -> str:
-    if len(ids) <= 6:
-        return ", ".join(map(str, ids))
-    return f"{', '.join(map(str, ids[:5]))}, … ({len(ids)} in all)"
 
 
 def load_weights_with_coverage(original_fn: Callable[..., Any], model: Any, weights: Iterable[tuple[str, Any]],
@@ -318,8 +314,7 @@ def _message(outcome: CoverageResult, *, known_layer: bool = True) -> str:
     else:
         head = (f"glm_mtp: {len(outcome.uncovered)} of {outcome.parameters} NextN draft parameters received no "
                 f"checkpoint tensor (from {outcome.streamed_layer_tensors} {outcome.layer_prefix}.* tensors)")
-    names = ", ".join(outcome.uncovered[:FIRST_NAMES])
-    more = f" (+{len(outcome.uncovered) - FIRST_NAMES} more)" if len(outcome.uncovered) > FIRST_NAMES else ""
+    names = listed(outcome.uncovered)
     if known_layer and outcome.streamed_layer_tensors and all(_is_quant_parameter(n) for n in outcome.uncovered):
         remedy = ("The layer's tensors arrived but the draft was built quantized while its checkpoint layer is "
                   "stored in another precision (only quantization parameters are empty): run `sglang-glm-mtp check "
@@ -329,5 +324,5 @@ def _message(outcome: CoverageResult, *, known_layer: bool = True) -> str:
         remedy = "Run `sglang-glm-mtp check <model>` and graft the layer"
     else:
         remedy = "The checkpoint lacks (part of) this architecture's MTP weights: use a release that ships them"
-    return (f"{head}: {names}{more}. The draft would run on uninitialised memory (accept length ~1). "
+    return (f"{head}: {names}. The draft would run on uninitialised memory (accept length ~1). "
             f"{remedy}; to continue anyway set {settings.SKIP_COVERAGE_ENV}=1.")

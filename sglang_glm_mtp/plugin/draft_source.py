@@ -23,6 +23,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..text import truthy
 from ..checkpoint.files import CONFIG_FILE, INDEX_FILE
 from ..checkpoint.source import (CheckpointSource, HubCheckpoint, LocalCheckpoint, is_hub_repo_id,
                                  resolve_cached_hub_snapshot)
@@ -47,7 +48,7 @@ class DraftSource:
 
 def hub_offline() -> bool:
     """SGLang and huggingface_hub both honour HF_HUB_OFFLINE; read it live (tests and launchers set it late)."""
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    return truthy(os.environ.get("HF_HUB_OFFLINE"))
 
 
 def cache_holds_checkpoint(cache: LocalCheckpoint) -> tuple[bool, str]:

@@ -16,17 +16,16 @@ from ..checkpoint.families import family_for
 from ..checkpoint.inspection import inspect_checkpoint
 from ..checkpoint.report import InspectionReport
 from ..checkpoint.source import CheckpointSource
-from ..errors import CheckpointUnreadable
+from ..errors import CheckpointUnreadable, GlmMtpError
+from ..text import listed
 from . import settings
 from .draft_source import open_draft_source
 
 logger = logging.getLogger(__name__)
 
-#: How many missing tensor names the error message lists.
-FIRST_MISSING = 8
 
 
-class DraftCheckpointError(ValueError):
+class DraftCheckpointError(GlmMtpError, ValueError):
     """The draft checkpoint cannot serve MTP; a ValueError, as SGLang's own argument errors are."""
 
 
@@ -155,9 +154,7 @@ def format_refusal(report: InspectionReport) -> str:
         head = f"glm_mtp: the NextN/MTP draft layer {layer} in {report.checkpoint} cannot be loaded correctly"
     lines = [head + "."]
     if report.missing:
-        shown = ", ".join(report.missing[:FIRST_MISSING])
-        more = f" (+{missing - FIRST_MISSING} more)" if missing > FIRST_MISSING else ""
-        lines.append(f"First missing: {shown}{more}.")
+        lines.append(f"First missing: {listed(report.missing)}.")
     for problem in report.errors():
         if problem.code not in ("draft-layer-missing", "draft-layer-incomplete"):
             lines.append(f"{problem.code}: {problem.message}")

@@ -10,6 +10,8 @@ import logging
 import os
 from dataclasses import dataclass
 
+from ..text import truthy
+
 logger = logging.getLogger(__name__)
 
 PLUGIN_NAME = "glm_mtp"
@@ -26,10 +28,6 @@ CANARY_MIN_ACCEPT_ENV = "SGLANG_GLM_MTP_CANARY_MIN_ACCEPT_LENGTH"
 CANARY_WARMUP_ENV = "SGLANG_GLM_MTP_CANARY_WARMUP_STEPS"
 
 
-def _truthy(value: str | None) -> bool:
-    return (value or "").strip().lower() in ("1", "true", "yes", "on")
-
-
 def enabled_plugins() -> list[str]:
     """Plugin names given with ``--enable-plugin`` or ``SGLANG_ENABLE_PLUGIN``."""
     raw = os.environ.get(ENABLE_PLUGIN_ENV, "")
@@ -42,11 +40,11 @@ def strict_mode() -> bool:
 
 
 def skip_preflight() -> bool:
-    return _truthy(os.environ.get(SKIP_PREFLIGHT_ENV))
+    return truthy(os.environ.get(SKIP_PREFLIGHT_ENV))
 
 
 def skip_coverage() -> bool:
-    return _truthy(os.environ.get(SKIP_COVERAGE_ENV))
+    return truthy(os.environ.get(SKIP_COVERAGE_ENV))
 
 
 @dataclass(frozen=True)

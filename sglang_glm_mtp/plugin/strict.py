@@ -11,12 +11,13 @@ import importlib.metadata
 import logging
 import pkgutil
 
+from ..errors import GlmMtpError
 from . import settings
 
 logger = logging.getLogger(__name__)
 
 
-class PluginStrictModeError(ValueError):
+class PluginStrictModeError(GlmMtpError, ValueError):
     """A plugin named in --enable-plugin is missing, or glm_mtp's hooks did not all install."""
 
 
