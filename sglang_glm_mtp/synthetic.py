@@ -57,7 +57,7 @@ GLM52_CONFIG["indexer_types"] = ["full" if max(i - 3 + 1, 0) % 4 == 0 else "shar
 
 
 def tiny_glm52_config(**overrides: Any) -> dict[str, Any]:
-    """GLM-5.2 shape rules at tiny size (reference: checkpoint-layouts.md section 8)."""
+    """GLM-5.2's shape rules (every ratio and flag of ``GLM52_CONFIG``) at a size of a few MB."""
     cfg = dict(GLM52_CONFIG)
     cfg.update({
         "hidden_size": 64, "vocab_size": 256, "num_hidden_layers": 4, "first_k_dense_replace": 1,
@@ -520,7 +520,7 @@ def _load_index(d: Path) -> dict[str, Any]:
     return json.loads((d / INDEX_FILE).read_text())
 
 
-def _draft_shard(d: Path, index: dict[str, Any], layer: int = 4) -> str:
+def _draft_shard(index: dict[str, Any], layer: int = 4) -> str:
     return next(v for k, v in index["weight_map"].items() if k.startswith(f"{layer_prefix(layer)}."))
 
 
@@ -557,14 +557,14 @@ def _variant_incomplete(d: Path) -> None:
 
 
 def _variant_shape(d: Path) -> None:
-    shard = _draft_shard(d, _load_index(d))
+    shard = _draft_shard(_load_index(d))
     _rewrite_shard(d, shard, lambda specs: [TensorSpec(s.name, s.dtype, (64, 64)) if s.name.endswith(
         "4.eh_proj.weight") else s for s in specs])
     _reindex(d, _load_index(d)["weight_map"])
 
 
 def _variant_dtype(d: Path) -> None:
-    shard = _draft_shard(d, _load_index(d))
+    shard = _draft_shard(_load_index(d))
     _rewrite_shard(d, shard, lambda specs: [TensorSpec(s.name, "F8_E4M3", s.shape) if s.name.endswith(
         "4.enorm.weight") else s for s in specs])
     _reindex(d, _load_index(d)["weight_map"])
@@ -578,7 +578,7 @@ def _variant_index_missing_shard(d: Path) -> None:
 
 def _variant_index_tensor_not_in_shard(d: Path) -> None:
     index = _load_index(d)
-    index["weight_map"][f"{layer_prefix(4)}.ghost.weight"] = _draft_shard(d, index)
+    index["weight_map"][f"{layer_prefix(4)}.ghost.weight"] = _draft_shard(index)
     atomic_write_json(d / INDEX_FILE, index)
 
 
@@ -605,14 +605,14 @@ def _variant_total_size(d: Path) -> None:
 
 
 def _variant_corrupt_header(d: Path) -> None:
-    path = d / _draft_shard(d, _load_index(d))
+    path = d / _draft_shard(_load_index(d))
     data = bytearray(path.read_bytes())
     data[8:12] = b"\xff\xfe[1"
     path.write_bytes(bytes(data))
 
 
 def _variant_truncated(d: Path) -> None:
-    path = d / _draft_shard(d, _load_index(d))
+    path = d / _draft_shard(_load_index(d))
     with open(path, "r+b") as handle:
         handle.truncate(path.stat().st_size - 100)
 

@@ -24,7 +24,7 @@ from typing import Any, Iterator
 import pytest
 
 from fake_sglang_server import FakeSGLangServer, make_tiny_tokenizer, read_gsm8k
-from sglang_glm_mtp.bench.server_info import (ServerInfo, accept_stats, derive_accept_rate, parse_server_info,
+from sglang_glm_mtp.bench.server_client import (ServerInfo, accept_stats, derive_accept_rate, parse_server_info,
                                               rank_accept_lengths)
 from sglang_glm_mtp.cli import main
 

@@ -29,7 +29,7 @@ from typing import Any
 
 from .capture import import_sglang, last_lines, sglang_output
 from .errors import BenchError
-from .server_info import AcceptStats
+from .server_client import AcceptStats
 
 logger = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from ..plugin.settings import CanarySettings
 from .gsm8k import Gsm8kResult
-from .server_info import ServerInfo
+from .server_client import ServerInfo
 from .sweep import SweepPoint, SweepSettings
 
 #: Below this the draft is almost never accepted: typically a draft layer that loaded nothing.

@@ -23,7 +23,7 @@ from .errors import BenchError
 from .gsm8k import resolve_gsm8k_data, run_gsm8k, validate_gsm8k_file
 from .report import write_report
 from .results import DEFAULT_MIN_ACCEPT_LENGTH, BenchConfig, BenchReport, LevelResult
-from .server_info import (accept_stats, fetch_model_info, fetch_server_info, flush_cache, normalize_base_url,
+from .server_client import (accept_stats, fetch_model_info, fetch_server_info, flush_cache, normalize_base_url,
                           parse_server_info)
 from .sweep import resolve_tokenizer, run_level, serving_module
 

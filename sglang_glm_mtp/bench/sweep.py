@@ -30,7 +30,7 @@ from typing import Any, Iterator
 
 from .capture import import_sglang, last_lines, sglang_output
 from .errors import BenchError
-from .server_info import AcceptStats, ServerInfo
+from .server_client import AcceptStats, ServerInfo
 
 logger = logging.getLogger(__name__)
 
