@@ -39,8 +39,20 @@ def _synth(args: argparse.Namespace) -> int:
     out(f"target:   {target}  ({what})")
     out("try:")
     out(f"  sglang-glm-mtp check {target}")
-    out(f"  sglang-glm-mtp graft --from {original} --into {target}" + (" --force" if args.defect else ""))
+    out(_graft_hint(original, target))
     return 0
+
+
+def _graft_hint(original: Path, target: Path) -> str:
+    """The graft line graft itself would accept for this target (graft/checks.py decides), or why there is none."""
+    from ..checkpoint.inspection import inspect_checkpoint
+    from ..graft.checks import damage, needs_force
+
+    report = inspect_checkpoint(str(target))
+    if damage(report):
+        return "  (graft refuses a damaged target: restore the file check names first, then graft)"
+    force = " --force" if needs_force(report) else ""
+    return f"  sglang-glm-mtp graft --from {original} --into {target}{force}"
 
 
 def register(sub: Any) -> None:
@@ -60,7 +72,9 @@ def register(sub: Any) -> None:
                        help="the target's quantization dialect: modelopt (NVFP4, hf_quant_config.json; default), "
                             "compressed-tensors (NVFP4, llm-compressor), quark (FP8, AMD Quark), fp8 (block FP8)")
     synth.add_argument("--defect", choices=[c for c in PROBLEM_CODES if c != "unexpected-tensor"], default=None,
-                       metavar="CODE", help="give the target exactly this check problem code: "
+                       metavar="CODE", help="give the target exactly this check problem code (built from the tiny "
+                                            "GLM-5.2 ModelOpt pair, so only with the default --family glm5 and "
+                                            "--quant-format modelopt): "
                                             + ", ".join(c for c in PROBLEM_CODES if c != "unexpected-tensor"))
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..checkpoint.families import Config, ModelFamily, family_for
 from ..checkpoint.inspection import inspect_checkpoint as inspect
-from ..checkpoint.report import DAMAGE_CODES, InspectionReport
+from ..checkpoint.report import DAMAGE_CODES, InspectionReport, Problem
 from ..checkpoint.source import (CheckpointSource, LocalCheckpoint, is_hub_repo_id, open_checkpoint,
                                  resolve_cached_hub_snapshot)
 from ..errors import CheckpointUnreadable, GraftError, UsageError
@@ -134,15 +134,25 @@ def check_target_status(report: InspectionReport, force: bool) -> None:
                          "to graft into")
     if report.standalone_draft:
         raise GraftError(f"TARGET {where} is a standalone draft checkpoint; graft into the full quantized checkpoint")
-    damaged = [p for p in report.errors() if p.code in DAMAGE_CODES]
+    damaged = damage(report)
     if damaged:
         raise GraftError(f"TARGET {where} is damaged ({'; '.join(p.message for p in damaged)}); re-download the "
                          "files named, check it again, then graft")
-    if report.status == "ready" and not force:
-        raise GraftError(f"TARGET {where} already has a complete draft layer "
-                         f"({layer_prefix(family_for(report.architecture), report.draft_layer or 0)[:-1]}, "
-                         f"{report.found_tensors} tensors, {report.draft_precision}); nothing to do. Pass --force to "
-                         "replace it")
-    if report.status == "invalid" and not force:
+    if needs_force(report) and not force:
+        if report.status == "ready":
+            raise GraftError(f"TARGET {where} already has a complete draft layer "
+                             f"({layer_prefix(family_for(report.architecture), report.draft_layer or 0)[:-1]}, "
+                             f"{report.found_tensors} tensors, {report.draft_precision}); nothing to do. Pass --force "
+                             "to replace it")
         details = "; ".join(p.message for p in report.errors())
         raise GraftError(f"TARGET {where} has a draft layer that check rejects ({details}); pass --force to replace it")
+
+
+def damage(report: InspectionReport) -> list[Problem]:
+    """The problems that make graft refuse a target whatever the flags: files to re-download first."""
+    return [p for p in report.errors() if p.code in DAMAGE_CODES]
+
+
+def needs_force(report: InspectionReport) -> bool:
+    """Graft replaces the target's draft layer only with --force: it is complete, or present but rejected."""
+    return report.status in ("ready", "invalid")
