@@ -1,6 +1,6 @@
 """``graft`` and ``extract`` sub-commands: argument parsing, the progress bar and the printed reports.
 
-The library (the graft package and extract.py) only logs; everything the user reads is
+The library (the graft package, extract included) only logs; everything the user reads is
 printed here. Exit codes follow cli/__init__.py: 0 done (or a feasible dry run), 1 refused or
 failed (TARGET untouched), 2 unusable input.
 """
@@ -207,7 +207,7 @@ def _graft(args: argparse.Namespace) -> int:
 
 
 def _extract(args: argparse.Namespace) -> int:
-    from ..extract import plan_extract
+    from ..graft.extract import plan_extract
 
     workers = _workers(args)
     plan = plan_extract(args.source, args.out, endpoint=args.endpoint)

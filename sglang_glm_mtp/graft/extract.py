@@ -19,17 +19,17 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .checkpoint.files import CONFIG_FILE, QUANT_FILE
-from .checkpoint.quant_config import EXCLUDE_KEYS
-from .checkpoint.source import CheckpointSource, LocalCheckpoint
-from .checkpoint.writer import INDEX_FILE, index_document
-from .errors import GraftError, UsageError
-from .graft.checks import open_source, source_report
-from .graft.commit import finish_plan, interrupted_commit
-from .graft.plan import source_copies, source_identity
-from .graft.records import ConfigEdit, GraftPlan, layer_prefix
-from .graft.shards import choose_names, merged_ranges
-from .graft.space import check_out_dir, finalize_space, small_files
+from ..checkpoint.files import CONFIG_FILE, QUANT_FILE
+from ..checkpoint.quant_config import EXCLUDE_KEYS
+from ..checkpoint.source import CheckpointSource, LocalCheckpoint
+from ..checkpoint.writer import INDEX_FILE, index_document
+from ..errors import GraftError, UsageError
+from .checks import open_source, source_report
+from .commit import finish_plan, interrupted_commit
+from .plan import source_copies, source_identity
+from .records import ConfigEdit, GraftPlan, layer_prefix
+from .shards import choose_names, merged_ranges
+from .space import check_out_dir, finalize_space, small_files
 
 NEXTN_FILE = "nextn_layer_parameters.safetensors"
 #: Tensors the standalone draft takes from the target model (SGLang's export script skips them).
