@@ -8,7 +8,7 @@ read, which files to write, which config keys to edit. ``execute`` carries it ou
    the destination folder, with a small journal (``.<final>.journal``) of the tensors
    already copied and verified (checksum of the source bytes, taken while copying and
    compared with the written file);
-2. the result is checked (``inspect``) through a staged view *before* anything visible
+2. the result is checked (``inspect_checkpoint``) through a staged view *before* anything visible
    changes; it must say ready;
 3. commit: shards renamed to their final names, then the quant config(s), then
    config.json, then the index, each by one atomic rename. The index is the commit

@@ -6,12 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..checkpoint.families import Config, ModelFamily, family_for
-from ..checkpoint.inspection import inspect_checkpoint as inspect
+from ..checkpoint.inspection import inspect_checkpoint
 from ..checkpoint.report import DAMAGE_CODES, InspectionReport
 from ..checkpoint.source import (CheckpointSource, LocalCheckpoint, is_hub_repo_id, open_checkpoint,
                                  resolve_cached_hub_snapshot)
 from ..errors import CheckpointUnreadable, GraftError, UsageError
-from .records import layer_prefix
+from .records import written_prefix
 
 
 
@@ -70,9 +70,9 @@ def cached_target(spec: str | Path, out: Path | None) -> Path | None:
 
 def source_report(source: CheckpointSource) -> tuple[InspectionReport, ModelFamily]:
     """Inspect SOURCE and refuse one that cannot supply a complete draft layer."""
-    report = inspect(source)
+    report = inspect_checkpoint(source)
     family = family_for(report.architecture)
-    assert family is not None  # inspect refuses unsupported architectures
+    assert family is not None  # inspect_checkpoint refuses unsupported architectures
     where = source.display
     if report.status == "not-applicable":
         raise GraftError(f"SOURCE {where} declares no NextN layer (num_nextn_predict_layers = 0) and cannot supply one")
@@ -82,7 +82,7 @@ def source_report(source: CheckpointSource) -> tuple[InspectionReport, ModelFami
                          "draft is used as it is, with --speculative-draft-model-path)")
     layer = report.draft_layer
     if report.status == "missing":
-        raise GraftError(f"SOURCE {where} has no {layer_prefix(family, layer or 0)}* tensors: it lacks the draft "
+        raise GraftError(f"SOURCE {where} has no {written_prefix(family, layer or 0)}* tensors: it lacks the draft "
                          f"layer too. Use the unquantized release, e.g. --from {family.source_hint}")
     if report.status == "incomplete":
         raise GraftError(f"SOURCE {where} has an incomplete draft layer ({len(report.missing)} of "
@@ -140,7 +140,7 @@ def check_target_status(report: InspectionReport, force: bool) -> None:
                          "files named, check it again, then graft")
     if report.status == "ready" and not force:
         raise GraftError(f"TARGET {where} already has a complete draft layer "
-                         f"({layer_prefix(family_for(report.architecture), report.draft_layer or 0)[:-1]}, "
+                         f"({written_prefix(family_for(report.architecture), report.draft_layer or 0)[:-1]}, "
                          f"{report.found_tensors} tensors, {report.draft_precision}); nothing to do. Pass --force to "
                          "replace it")
     if report.status == "invalid" and not force:

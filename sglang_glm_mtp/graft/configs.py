@@ -19,7 +19,7 @@ from ..checkpoint.families import ModelFamily
 from ..checkpoint.files import QUANT_FILE
 from ..checkpoint.quant_config import QuantConfigError, QuantDeclaration, read_quant_declaration
 from ..errors import CheckpointUnreadable, GraftError
-from .records import layer_prefix
+from .records import written_prefix
 
 
 def quant_edits(target_dir: Path, cfg_doc: dict[str, Any], layer: int, draft_precision: str | None,
@@ -29,7 +29,7 @@ def quant_edits(target_dir: Path, cfg_doc: dict[str, Any], layer: int, draft_pre
 
     Returns (new config.json or None, new hf_quant_config.json or None, config changes, quant changes).
     """
-    prefix = layer_prefix(family, layer)[:-1]
+    prefix = written_prefix(family, layer)[:-1]
     name_map = family.quant_name_map if family is not None else ()
     quant_path = target_dir / QUANT_FILE
     nested_doc: Any = None

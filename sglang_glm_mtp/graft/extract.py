@@ -27,7 +27,7 @@ from ..errors import GraftError, UsageError
 from .checks import open_source, source_report
 from .commit import finish_plan, interrupted_commit
 from .plan import source_copies, source_identity
-from .records import ConfigEdit, GraftPlan, layer_prefix
+from .records import ConfigEdit, GraftPlan, written_prefix
 from .shards import choose_names, merged_ranges
 from .space import check_out_dir, finalize_space, small_files
 
@@ -43,7 +43,7 @@ def _nextn_name(variant: int, i: int, n: int) -> str:
     return NEXTN_FILE
 
 
-def standalone_config(raw: dict[str, Any], layer: int, draft_architecture: str) -> tuple[dict[str, Any], list[str]]:
+def standalone_config(raw: dict[str, Any], draft_architecture: str) -> tuple[dict[str, Any], list[str]]:
     """config.json for a one-layer draft: what the export script sets, plus per-layer lists cut to the draft's entry."""
     doc = copy.deepcopy(raw)
     changes = [f"num_hidden_layers {raw.get('num_hidden_layers')} -> 1",
@@ -102,7 +102,7 @@ def plan_extract(source: str | CheckpointSource, out: str | Path, *, endpoint: s
         # and a standalone export would have to rewrite the nested config SGLang's draft rewrite reads.
         raise UsageError(f"extract does not support {family.name} ({report.architecture}): SGLang loads its draft "
                          f"from the target checkpoint itself; use graft --from {src.display} --into TARGET instead")
-    renamed = (layer_prefix(family, layer), layer_prefix(family, 0))
+    renamed = (written_prefix(family, layer), written_prefix(family, 0))
     copies, skipped = source_copies(report, rename=renamed, skip=SKIPPED)
     files = src.list_files()
     identity = source_identity(src, copies)
@@ -113,7 +113,7 @@ def plan_extract(source: str | CheckpointSource, out: str | Path, *, endpoint: s
     if skipped:
         notes.append(f"skipped {len(skipped)} tensor(s) the draft takes from the target model: "
                      + ", ".join(skipped))
-    cfg, cfg_changes = standalone_config(report.config, layer, family.draft_architectures[0])
+    cfg, cfg_changes = standalone_config(report.config, family.draft_architectures[0])
     edits: list[ConfigEdit] = []
     quant = src.read_json(QUANT_FILE)
     if report.draft_precision == "bf16":

@@ -16,7 +16,7 @@ from typing import Any, Mapping
 
 from ..checkpoint.families import ModelFamily, family_for
 from ..checkpoint.files import CONFIG_FILE, QUANT_FILE
-from ..checkpoint.inspection import inspect_checkpoint as inspect
+from ..checkpoint.inspection import inspect_checkpoint
 from ..checkpoint.report import InspectionReport
 from ..checkpoint.safetensors_format import read_header
 from ..checkpoint.source import CheckpointSource, LocalCheckpoint
@@ -28,7 +28,7 @@ from .commit import aside_name, finish_plan, interrupted_commit
 from .configs import quant_edits, read_json_file
 from .lineage import OPT_OUT_FLAG, LineageReport, compare_lineage
 from .records import (BACKUP_SUFFIX, DEFAULT_MAX_SHARD_SIZE, ConfigEdit, Displaced, GraftPlan,
-                      Mode, NewShard, TensorCopy, layer_prefix)
+                      Mode, NewShard, TensorCopy, written_prefix)
 from .shards import (TargetShard, choose_names, draft_shard_name, file_identity, merged_ranges, read_journal,
                      scan_target, split_like_hf)
 from .space import check_out_dir, finalize_space, small_files
@@ -47,7 +47,7 @@ def source_copies(report: InspectionReport, rename: tuple[str, str] | None = Non
     """
     layer = report.draft_layer
     assert layer is not None
-    prefix = layer_prefix(family_for(report.architecture), layer)
+    prefix = written_prefix(family_for(report.architecture), layer)
     copies: list[TensorCopy] = []
     skipped: list[str] = []
     for name, loc in sorted(report.locations.items()):
@@ -227,7 +227,7 @@ def _resolve(source: str | CheckpointSource, target: str | Path, out: str | Path
 def _reports(src: CheckpointSource, target_dir: Path, force: bool,
              layer: int | None) -> tuple[InspectionReport, InspectionReport, ModelFamily]:
     """Inspect both; refuse what cannot be grafted. Returns (source report, target report, family)."""
-    tgt_report = inspect(LocalCheckpoint(target_dir))
+    tgt_report = inspect_checkpoint(LocalCheckpoint(target_dir))
     if tgt_report.status == "not-applicable" or tgt_report.standalone_draft:
         check_target_status(tgt_report, force)
     src_report, family = source_report(src)
@@ -236,7 +236,7 @@ def _reports(src: CheckpointSource, target_dir: Path, force: bool,
     draft_layer = src_report.draft_layer
     assert draft_layer is not None
     if layer is not None and layer != draft_layer:
-        raise UsageError(f"--layer {layer}: this model's draft layer is {layer_prefix(family, draft_layer)[:-1]} "
+        raise UsageError(f"--layer {layer}: this model's draft layer is {written_prefix(family, draft_layer)[:-1]} "
                          "(num_hidden_layers); SGLang loads the NextN draft from that layer only")
     return src_report, tgt_report, family
 
@@ -257,7 +257,7 @@ def plan_graft(source: str | CheckpointSource, target: str | Path, *, out: str |
     src_report, tgt_report, family = _reports(src, target_dir, force, layer)
     draft_layer = src_report.draft_layer
     assert draft_layer is not None
-    prefix = layer_prefix(family, draft_layer)
+    prefix = written_prefix(family, draft_layer)
     notes: list[str] = []
     if from_cache:
         notes.append(f"TARGET {target} is read from the Hugging Face cache ({target_dir}); the overlay links the "

@@ -18,7 +18,7 @@ from .readers import HubReader, RangeReader, open_readers
 from .records import LOCK_FILE, GraftPlan, GraftReport, ShardResult
 from .sizes import human_bytes
 from .verify import check_staged, final_check, staged_files
-from .write import ProgressFn, io_error, write_shard
+from .write import ProgressFn, io_error, fill_shard
 
 
 @contextlib.contextmanager
@@ -88,7 +88,7 @@ def execute(plan: GraftPlan, *, progress: ProgressFn | None = None, workers: int
                 result = ShardResult(shard.name, shard.role, len(shard.tensors), shard.size, 0, 0, 0)
                 report.shards.append(result)
                 try:
-                    write_shard(plan, shard, readers, result, progress, stats, workers)
+                    fill_shard(plan, shard, readers, result, progress, stats, workers)
                 except OSError as exc:
                     raise io_error(exc, dest, f"writing {shard.name}") from None
             report.transfer = _transfer(readers, stats, workers)

@@ -85,7 +85,7 @@ def _segments(doc: dict[str, Any]) -> dict[str, list[tuple[int, int, int]]]:
     return out
 
 
-def write_shard(plan: GraftPlan, shard: NewShard, readers: Mapping[str, RangeReader], result: ShardResult,
+def fill_shard(plan: GraftPlan, shard: NewShard, readers: Mapping[str, RangeReader], result: ShardResult,
                 progress: ProgressFn | None, stats: dict[str, Any], workers: int | None = None) -> None:
     """Bring ``.<name>.partial`` to a complete, verified copy (reusing what an earlier run verified)."""
     dest = plan.dest
