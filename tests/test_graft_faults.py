@@ -79,6 +79,26 @@ def test_source_of_another_model(tmp_path: Path, family: str, overrides: dict, n
     _assert_intact(target, before)
 
 
+@pytest.mark.parametrize("named", [True, False], ids=["target-names-its-release", "family-release"])
+def test_release_of_another_family_names_the_targets_release(tmp_path: Path, named: bool,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """``graft --from <DeepSeek-V3 release> --into <GLM-5 target>``, as a new user types it: refused, and the
+    release it suggests is GLM-5's (TARGET's, as its config.json names it, else its family's), not SOURCE's."""
+    target = synthetic.tiny_pair(tmp_path / "glm5").target
+    deepseek = synthetic.tiny_pair(tmp_path / "deepseek", family="deepseek-v3").original
+    if not named:
+        cfg = json.loads((target / "config.json").read_text())
+        del cfg["_name_or_path"]
+        (target / "config.json").write_text(json.dumps(cfg))
+    before = snapshot(target)
+    assert main(_graft(deepseek, target)) == 1
+    err = capsys.readouterr().err
+    assert "are not the same model" in err and err.count("\n") == 1, err
+    assert "--from zai-org/GLM-5.2" in err and "deepseek-ai/DeepSeek-V3" not in err, err
+    assert ("config.json _name_or_path" in err) == named, err
+    _assert_intact(target, before)
+
+
 def test_source_with_a_different_draft_tensor_set(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Same config numbers, different expected layer (index dims) -> refused."""
     target = synthetic.tiny_pair(tmp_path / "t").target

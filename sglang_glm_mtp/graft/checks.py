@@ -6,7 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..checkpoint.families import Config, ModelFamily, family_for
+from ..checkpoint.files import QUANT_FILE
 from ..checkpoint.inspection import inspect_checkpoint
+from ..checkpoint.provenance import base_model
 from ..checkpoint.report import DAMAGE_CODES, InspectionReport
 from ..checkpoint.source import (CheckpointSource, LocalCheckpoint, is_hub_repo_id, open_checkpoint,
                                  resolve_cached_hub_snapshot)
@@ -101,8 +103,22 @@ COMPAT_FIELDS = ("num_hidden_layers", "hidden_size", "n_routed_experts", "vocab_
                  "head_dim", "num_nextn_predict_layers")
 
 
-def check_compatible(src: InspectionReport, dst: InspectionReport, family: ModelFamily) -> None:
-    """Refuse to mix layers of different models (architecture, sizes, the expected draft tensors)."""
+def target_release(target: CheckpointSource, report: InspectionReport) -> str:
+    """The ``--from`` to suggest for TARGET: the release its own files name (as check's remedy does), else
+    TARGET's family's usual release. Never SOURCE's: a refused SOURCE may be another family's."""
+    named = base_model(target, report.config, target.read_json(QUANT_FILE))
+    if named is not None:
+        return f"--from {named.repo_id}, which TARGET's {named.where} names"
+    family = family_for(report.architecture)
+    assert family is not None  # inspect_checkpoint refuses unsupported architectures
+    return f"for {family.name}, e.g. --from {family.source_hint}"
+
+
+def check_compatible(src: InspectionReport, dst: InspectionReport, release: str) -> None:
+    """Refuse to mix layers of different models (architecture, sizes, the expected draft tensors).
+
+    ``release`` (``target_release``) says which release to graft from instead.
+    """
     diffs: list[str] = []
     if src.architecture != dst.architecture:
         diffs.append(f"architecture {src.architecture} vs {dst.architecture}")
@@ -111,7 +127,9 @@ def check_compatible(src: InspectionReport, dst: InspectionReport, family: Model
         a, b = scfg.get(key), dcfg.get(key)
         if a != b:
             diffs.append(f"{key} {a} vs {b}")
-    if not diffs:
+    if not diffs:  # same architecture: one family
+        family = family_for(dst.architecture)
+        assert family is not None
         try:
             a_set = {(t.name, t.shape) for t in family.draft_tensors(scfg)}
             b_set = {(t.name, t.shape) for t in family.draft_tensors(dcfg)}
@@ -122,8 +140,7 @@ def check_compatible(src: InspectionReport, dst: InspectionReport, family: Model
             diffs.append(f"the expected draft tensors differ ({len(only)}, e.g. {only[0]})")
     if diffs:
         raise GraftError(f"SOURCE {src.checkpoint} and TARGET {dst.checkpoint} are not the same model: "
-                         f"{'; '.join(diffs)}. Graft from the release TARGET was made from (for this family: "
-                         f"{family.source_hint})")
+                         f"{'; '.join(diffs)}. Graft from the release TARGET was made from ({release})")
 
 
 def check_target_status(report: InspectionReport, force: bool) -> None:

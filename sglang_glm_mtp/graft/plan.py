@@ -23,7 +23,8 @@ from ..checkpoint.source import CheckpointSource, LocalCheckpoint
 from ..checkpoint.writer import INDEX_FILE, index_document
 from ..errors import GraftError, UsageError
 from ..text import listed
-from .checks import cached_target, check_compatible, check_target_status, local_dir, open_source, source_report
+from .checks import (cached_target, check_compatible, check_target_status, local_dir, open_source, source_report,
+                     target_release)
 from .commit import aside_name, finish_plan, interrupted_commit
 from .configs import quant_edits, read_json_file
 from .lineage import OPT_OUT_FLAG, LineageReport, compare_lineage
@@ -227,11 +228,12 @@ def _resolve(source: str | CheckpointSource, target: str | Path, out: str | Path
 def _reports(src: CheckpointSource, target_dir: Path, force: bool,
              layer: int | None) -> tuple[InspectionReport, InspectionReport, ModelFamily]:
     """Inspect both; refuse what cannot be grafted. Returns (source report, target report, family)."""
-    tgt_report = inspect_checkpoint(LocalCheckpoint(target_dir))
+    tgt = LocalCheckpoint(target_dir)
+    tgt_report = inspect_checkpoint(tgt)
     if tgt_report.status == "not-applicable" or tgt_report.standalone_draft:
         check_target_status(tgt_report, force)
     src_report, family = source_report(src)
-    check_compatible(src_report, tgt_report, family)
+    check_compatible(src_report, tgt_report, target_release(tgt, tgt_report))
     check_target_status(tgt_report, force)
     draft_layer = src_report.draft_layer
     assert draft_layer is not None
