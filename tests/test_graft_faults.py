@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from fake_hub import FakeHub
-from graft_helpers import snapshot, tensor_bytes, visible
+from graft_helpers import paced_cli, snapshot, tensor_bytes, visible
 from sglang_glm_mtp import synthetic
 from sglang_glm_mtp.graft import commit as graft_commit
 from sglang_glm_mtp.graft import run as graft_run
@@ -269,9 +269,8 @@ def test_damaged_target_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture
 
 def test_kill_9_mid_copy_then_rerun(glm_pair: synthetic.SyntheticPair, tmp_path: Path) -> None:
     before = snapshot(glm_pair.target)
-    env = {**os.environ, copying.SLOW_COPY_ENV: "0.15"}
-    proc = subprocess.Popen([sys.executable, "-m", "sglang_glm_mtp.cli", *_graft(glm_pair.original, glm_pair.target)],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen([sys.executable, "-c", paced_cli(0.15), *_graft(glm_pair.original, glm_pair.target)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     journal = glm_pair.target / ".model-mtp-layer4-00001-of-00001.safetensors.journal"
     deadline = time.monotonic() + 30
     recorded = 0
