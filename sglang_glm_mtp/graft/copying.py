@@ -427,6 +427,18 @@ def copy_pieces(dst_fd: int, dst_display: str, pieces: Sequence[Piece], readers:
     return _PieceCopier(dst_fd, dst_display, pieces, readers, progress, verified, stop, buf, hash_buf_size).run()
 
 
+@dataclass(frozen=True)
+class _Run:
+    """Pieces adjacent in both files (``_runs``), copied as one stream."""
+
+    indices: list[int]  # into the pieces being copied
+    sizes: list[int]
+    starts: list[int]  # each piece's offset inside the run
+    total: int
+    first: Piece
+    reader: RangeReader
+
+
 class _PieceCopier:
     """One ``copy_pieces`` call: the verifier thread, the copy method still usable, the Hub's inline hashers."""
 
@@ -445,8 +457,8 @@ class _PieceCopier:
     def run(self) -> CopyStats:
         self.verifier.start()
         try:
-            for run in _runs(self.pieces):
-                self._copy_run(run)
+            for indices in _runs(self.pieces):
+                self._copy_run(indices)
             self.verifier.jobs.put(None)
             self.verifier.join()
             if self.verifier.error is not None:
@@ -458,19 +470,18 @@ class _PieceCopier:
                 self.verifier.join()
         return self.stats
 
-    def _copy_run(self, run: list[int]) -> None:
+    def _copy_run(self, indices: list[int]) -> None:
         """Pieces adjacent in both files, chunk by chunk; each chunk goes to the verifier as ``Span`` s."""
-        first = self.pieces[run[0]]
-        reader = self.readers[first.reader]
-        sizes = [self.pieces[i].nbytes for i in run]
-        starts = list(itertools.accumulate(sizes, initial=0))  # offset of each piece inside the run
-        total = starts.pop()
+        first = self.pieces[indices[0]]
+        sizes = [self.pieces[i].nbytes for i in indices]
+        starts = list(itertools.accumulate(sizes, initial=0))
+        run = _Run(indices, sizes, starts[:-1], starts[-1], first, self.readers[first.reader])
         done, k = 0, 0  # bytes of the run moved; first piece not yet fully submitted
-        while done < total or (k < len(run) and sizes[k] == 0):
+        while done < run.total or (k < len(indices) and sizes[k] == 0):
             if self.stop is not None and self.stop.is_set():
                 raise _Stopped()
-            n = self._move(reader, first, done, total) if done < total else 0
-            spans, k = self._spans(run, starts, k, done, done + n, reader, first)
+            n = self._move(run, done) if done < run.total else 0
+            spans, k = self._spans(run, k, done, done + n)
             self.verifier.submit(spans)
             if _after_piece is not None:  # the test seam: one call per completed piece, the journal catching up
                 for _ in range(sum(span.last for span in spans)):
@@ -482,13 +493,13 @@ class _PieceCopier:
                 self.progress(n)
             self._drain()
 
-    def _move(self, reader: RangeReader, first: Piece, done: int, total: int) -> int:
+    def _move(self, run: _Run, done: int) -> int:
         """Copy the run's next chunk (from ``done``): copy_file_range where the kernel allows, else a buffer."""
-        fd = reader.fileno()
-        src, dst = first.src_offset + done, first.dst_offset + done
+        reader, fd = run.reader, run.reader.fileno()
+        src, dst, left = run.first.src_offset + done, run.first.dst_offset + done, run.total - done
         if fd is not None and self.cfr_ok:
-            want = min(COPY_CHUNK, total - done)
-            _prefetch(fd, src + want, min(COPY_CHUNK, total - done - want))
+            want = min(COPY_CHUNK, left)
+            _prefetch(fd, src + want, min(COPY_CHUNK, left - want))
             try:
                 n = _cfr_exact(fd, self.dst_fd, want, src, dst, reader.display)
             except _CfrUnsupported as exc:
@@ -499,24 +510,23 @@ class _PieceCopier:
             return n
         if self.buf is None:
             self.buf = memoryview(bytearray(READ_CHUNK))
-        n = min(len(self.buf), total - done)
-        reader.read_into(src, self.buf[:n], until=first.src_offset + total)
+        n = min(len(self.buf), left)
+        reader.read_into(src, self.buf[:n], until=run.first.src_offset + run.total)
         _pwrite_exact(self.dst_fd, self.buf[:n], dst)
         self.stats.used_userspace = True
         return n
 
-    def _spans(self, run: list[int], starts: list[int], k: int, lo: int, hi: int, reader: RangeReader,
-               first: Piece) -> tuple[list[Span], int]:
+    def _spans(self, run: _Run, k: int, lo: int, hi: int) -> tuple[list[Span], int]:
         """The chunk ``[lo, hi)`` of the run split at piece boundaries, from the ``k``-th piece on.
 
         Returns the spans and the first piece not yet complete. A local source is hashed by
         the verifier from its file; a remote one here, from the buffer the bytes arrived in.
         """
-        hashed_there = reader.fileno() is not None
+        hashed_there = run.reader.fileno() is not None
         spans: list[Span] = []
-        while k < len(run):
-            index = run[k]
-            p_lo, p_hi = starts[k], starts[k] + self.pieces[index].nbytes
+        while k < len(run.indices):
+            index = run.indices[k]
+            p_lo, p_hi = run.starts[k], run.starts[k] + run.sizes[k]
             seg_lo, seg_hi = max(lo, p_lo), min(hi, p_hi)
             if seg_hi < seg_lo or (seg_hi == seg_lo and p_hi > p_lo):
                 break
@@ -529,8 +539,8 @@ class _PieceCopier:
                     hasher.update(self.buf[seg_lo - lo:seg_hi - lo])
                 if last:
                     inline_digest = _digest(self.inline.pop(index))
-            spans.append(Span(index, reader if hashed_there else None, first.src_offset + seg_lo,
-                              first.dst_offset + seg_lo, seg_hi - seg_lo, last, inline_digest))
+            spans.append(Span(index, run.reader if hashed_there else None, run.first.src_offset + seg_lo,
+                              run.first.dst_offset + seg_lo, seg_hi - seg_lo, last, inline_digest))
             if not last:
                 break
             k += 1
