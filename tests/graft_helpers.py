@@ -15,6 +15,15 @@ from sglang_glm_mtp.checkpoint.safetensors_format import read_header
 INDEX = "model.safetensors.index.json"
 
 
+def paced_cli(seconds: float, *setup: str) -> str:
+    """``python -c`` code that runs the CLI on its arguments with every copied piece followed by a ``seconds``
+    pause (``copying._after_piece``), so a test can kill it mid-copy; ``setup`` statements run first."""
+    statements = ["import sys, time", "from sglang_glm_mtp.graft import copying", *setup,
+                  f"copying._after_piece = lambda: time.sleep({seconds!r})",
+                  "from sglang_glm_mtp.cli import main", "sys.exit(main(sys.argv[1:]))"]
+    return "; ".join(statements)
+
+
 def snapshot(directory: Path) -> dict[str, str]:
     """Name -> sha256 of every entry (symlinks by target); TARGET must match this after a refusal."""
     out: dict[str, str] = {}

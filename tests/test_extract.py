@@ -13,7 +13,7 @@ from sglang_glm_mtp import synthetic
 from sglang_glm_mtp.graft import write as graft_write
 from sglang_glm_mtp.checkpoint import inspect_checkpoint as inspect
 from sglang_glm_mtp.cli import main
-from sglang_glm_mtp.extract import NEXTN_FILE, plan_extract, standalone_config
+from sglang_glm_mtp.graft.extract import NEXTN_FILE, plan_extract, standalone_config
 from sglang_glm_mtp.graft import execute
 
 SKIPPED = ("embed_tokens.weight", "shared_head.head.weight")
@@ -50,11 +50,11 @@ def test_glm_standalone_config_passes_transformers_validation(glm_pair: syntheti
     """SGLang loads the draft config through transformers, which checks per-layer lists against num_hidden_layers."""
     module = pytest.importorskip("transformers.models.glm_moe_dsa.configuration_glm_moe_dsa")
     raw = json.loads((glm_pair.original / "config.json").read_text())
-    cfg, changes = standalone_config(raw, 4, "GlmMoeDsaForCausalLMNextN")
+    cfg, changes = standalone_config(raw, "GlmMoeDsaForCausalLMNextN")
     assert "mlp_layer_types cut to ['sparse']" in changes
     module.GlmMoeDsaConfig(**{k: v for k, v in cfg.items() if k not in ("model_type",)})
     full = json.loads(json.dumps(synthetic.GLM52_CONFIG))
-    module.GlmMoeDsaConfig(**{k: v for k, v in standalone_config(full, 78, "GlmMoeDsaForCausalLMNextN")[0].items()
+    module.GlmMoeDsaConfig(**{k: v for k, v in standalone_config(full, "GlmMoeDsaForCausalLMNextN")[0].items()
                              if k != "model_type"})
 
 

@@ -367,7 +367,7 @@ def _bytes_written(before: dict[str, str], after_dir: Path, renamed: set[str]) -
 @pytest.mark.parametrize("mode", ["in-place", "in-place-displacing", "overlay", "extract"])
 def test_dry_run_estimate_is_the_bytes_written(tmp_path: Path, mode: str) -> None:
     """--dry-run's bytes_to_write is exactly what the run adds: shards, JSON as written, backups, small files."""
-    from sglang_glm_mtp.extract import plan_extract
+    from sglang_glm_mtp.graft.extract import plan_extract
 
     if mode == "in-place-displacing":  # old layer files moved aside (renames, not writes) and a stripped shard
         target = synthetic.make_variant(tmp_path, "draft-layer-incomplete")

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from fake_hub import FakeHub
-from graft_helpers import snapshot, tensor_bytes, visible
+from graft_helpers import paced_cli, snapshot, tensor_bytes, visible
 from sglang_glm_mtp import synthetic
 from sglang_glm_mtp.graft import commit as graft_commit
 from sglang_glm_mtp.graft import run as graft_run
@@ -76,6 +76,26 @@ def test_source_of_another_model(tmp_path: Path, family: str, overrides: dict, n
     assert main(_graft(other, target)) == 1
     err = capsys.readouterr().err
     assert "are not the same model" in err and needle in err, err
+    _assert_intact(target, before)
+
+
+@pytest.mark.parametrize("named", [True, False], ids=["target-names-its-release", "family-release"])
+def test_release_of_another_family_names_the_targets_release(tmp_path: Path, named: bool,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """``graft --from <DeepSeek-V3 release> --into <GLM-5 target>``, as a new user types it: refused, and the
+    release it suggests is GLM-5's (TARGET's, as its config.json names it, else its family's), not SOURCE's."""
+    target = synthetic.tiny_pair(tmp_path / "glm5").target
+    deepseek = synthetic.tiny_pair(tmp_path / "deepseek", family="deepseek-v3").original
+    if not named:
+        cfg = json.loads((target / "config.json").read_text())
+        del cfg["_name_or_path"]
+        (target / "config.json").write_text(json.dumps(cfg))
+    before = snapshot(target)
+    assert main(_graft(deepseek, target)) == 1
+    err = capsys.readouterr().err
+    assert "are not the same model" in err and err.count("\n") == 1, err
+    assert "--from zai-org/GLM-5.2" in err and "deepseek-ai/DeepSeek-V3" not in err, err
+    assert ("config.json _name_or_path" in err) == named, err
     _assert_intact(target, before)
 
 
@@ -249,9 +269,8 @@ def test_damaged_target_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture
 
 def test_kill_9_mid_copy_then_rerun(glm_pair: synthetic.SyntheticPair, tmp_path: Path) -> None:
     before = snapshot(glm_pair.target)
-    env = {**os.environ, copying.SLOW_COPY_ENV: "0.15"}
-    proc = subprocess.Popen([sys.executable, "-m", "sglang_glm_mtp.cli", *_graft(glm_pair.original, glm_pair.target)],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen([sys.executable, "-c", paced_cli(0.15), *_graft(glm_pair.original, glm_pair.target)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     journal = glm_pair.target / ".model-mtp-layer4-00001-of-00001.safetensors.journal"
     deadline = time.monotonic() + 30
     recorded = 0

@@ -18,7 +18,7 @@ from typing import Iterator
 import pytest
 
 from fake_hub import FakeHub
-from graft_helpers import snapshot, tensor_bytes, visible
+from graft_helpers import paced_cli, snapshot, tensor_bytes, visible
 from sglang_glm_mtp import synthetic
 from sglang_glm_mtp.checkpoint import inspect_checkpoint as inspect
 from sglang_glm_mtp.cli import main
@@ -246,12 +246,9 @@ def test_kill_9_mid_hub_copy_resumes_per_segment(glm_pair: synthetic.SyntheticPa
                                                  small_segments: None) -> None:
     """Killed with segments of split tensors in the journal: the re-run fetches only what is not verified."""
     before = snapshot(glm_pair.target)
-    code = ("import sys; from sglang_glm_mtp.graft import copying; copying.MIN_SEGMENT = 4096; "
-            "from sglang_glm_mtp.cli import main; sys.exit(main(sys.argv[1:]))")
-    env = {**os.environ, copying.SLOW_COPY_ENV: "0.1"}
+    code = paced_cli(0.1, "copying.MIN_SEGMENT = 4096")
     args = ["graft", "--from", REPO, "--into", str(glm_pair.target), "--endpoint", hub.endpoint, "--workers", "2"]
-    proc = subprocess.Popen([sys.executable, "-c", code, *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+    proc = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     journal = glm_pair.target / JOURNAL
     doc: dict = {}
     try:

@@ -94,7 +94,7 @@ def test_graft_writes_the_dialects_exclusion_and_check_is_clean(tmp_path: Path, 
 
 @pytest.mark.parametrize("fmt, storage", [("compressed-tensors", "nvfp4"), ("quark", "fp8")])
 def test_extract_of_a_quantized_layer_keeps_its_exclusions_on_layer_0(tmp_path: Path, fmt: str, storage: str) -> None:
-    from sglang_glm_mtp.extract import plan_extract
+    from sglang_glm_mtp.graft.extract import plan_extract
 
     source = _pair(tmp_path, fmt, storage, target_has_draft=True, draft_storage=storage).target
     key = {"compressed-tensors": "ignore", "quark": "exclude"}[fmt]

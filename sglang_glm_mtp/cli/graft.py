@@ -1,6 +1,6 @@
 """``graft`` and ``extract`` sub-commands: argument parsing, the progress bar and the printed reports.
 
-The library (the graft package and extract.py) only logs; everything the user reads is
+The library (the graft package, extract included) only logs; everything the user reads is
 printed here. Exit codes follow cli/__init__.py: 0 done (or a feasible dry run), 1 refused or
 failed (TARGET untouched), 2 unusable input.
 """
@@ -42,11 +42,19 @@ def _rate(nbytes: int, seconds: float) -> str:
 
 def format_plan(plan: GraftPlan) -> str:
     """The dry-run plan: what is read from where, what is written, which configs change."""
-    if plan.finish_only:
-        lines = [_row("plan", f"{plan.mode}: finish an interrupted run in {plan.dest}")]
-        lines += [f"  move aside: {a} -> {b}" for a, b in plan.pending_moves]
-        lines += [_row("note", n) for n in plan.notes]
-        return "\n".join(lines)
+    return _format_finish(plan) if plan.finish_only else _format_copy(plan)
+
+
+def _format_finish(plan: GraftPlan) -> str:
+    """A plan that finishes an interrupted run: the clean-up left to do."""
+    lines = [_row("plan", f"{plan.mode}: finish an interrupted run in {plan.dest}")]
+    lines += [f"  move aside: {a} -> {b}" for a, b in plan.pending_moves]
+    lines += [_row("note", n) for n in plan.notes]
+    return "\n".join(lines)
+
+
+def _format_copy(plan: GraftPlan) -> str:
+    """A plan that copies the layer: sources, new files, config edits, then the bytes and the disk."""
     title = {"in-place": f"graft into {plan.target} (in place)",
              "overlay": f"graft into an overlay of {plan.target} at {plan.dest} (target shards linked)",
              "overlay-only": f"graft into an upload-only overlay of {plan.target} at {plan.dest}",
@@ -207,7 +215,7 @@ def _graft(args: argparse.Namespace) -> int:
 
 
 def _extract(args: argparse.Namespace) -> int:
-    from ..extract import plan_extract
+    from ..graft.extract import plan_extract
 
     workers = _workers(args)
     plan = plan_extract(args.source, args.out, endpoint=args.endpoint)

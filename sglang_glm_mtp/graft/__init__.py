@@ -8,7 +8,7 @@ read, which files to write, which config keys to edit. ``execute`` carries it ou
    the destination folder, with a small journal (``.<final>.journal``) of the tensors
    already copied and verified (checksum of the source bytes, taken while copying and
    compared with the written file);
-2. the result is checked (``inspect``) through a staged view *before* anything visible
+2. the result is checked (``inspect_checkpoint``) through a staged view *before* anything visible
    changes; it must say ready;
 3. commit: shards renamed to their final names, then the quant config(s), then
    config.json, then the index, each by one atomic rename. The index is the commit
@@ -17,8 +17,8 @@ read, which files to write, which config keys to edit. ``execute`` carries it ou
 4. clean-up: displaced files moved aside, journals removed.
 
 A run killed at any moment leaves TARGET loadable as before; re-running the same command
-reuses every verified tensor and finishes the job. ``extract`` reuses the same pieces
-for standalone draft checkpoints.
+reuses every verified tensor and finishes the job. ``extract`` (``plan_extract``) reuses
+the same pieces for standalone draft checkpoints.
 
 One module per stage:
 
@@ -27,6 +27,7 @@ One module per stage:
 * ``readers``: local files and Hub Range reads; ``copying``: verified byte-range copies;
 * ``write``: one new shard with its journal; ``verify``: staged and final checks;
 * ``commit``: the atomic commit and clean-up; ``run``: ``execute``;
+* ``extract``: ``plan_extract``, a standalone draft checkpoint from the same pieces;
 * ``records``: the plan/report dataclasses and shared names; ``sizes``: size parsing/printing.
 """
 
@@ -36,6 +37,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .extract import plan_extract
     from .plan import plan_graft
     from .records import DEFAULT_MAX_SHARD_SIZE, GraftPlan, GraftReport
     from .run import execute
@@ -44,9 +46,11 @@ if TYPE_CHECKING:
 #: public name -> module that defines it; loaded on first use, so that importing the CLI
 #: (or ``graft.sizes`` alone) does not import the whole package.
 _EXPORTS = {"DEFAULT_MAX_SHARD_SIZE": "records", "GraftPlan": "records", "GraftReport": "records",
-            "plan_graft": "plan", "execute": "run", "human_bytes": "sizes", "parse_size": "sizes"}
+            "plan_graft": "plan", "plan_extract": "extract", "execute": "run", "human_bytes": "sizes",
+            "parse_size": "sizes"}
 
-__all__ = ["DEFAULT_MAX_SHARD_SIZE", "GraftPlan", "GraftReport", "execute", "human_bytes", "parse_size", "plan_graft"]
+__all__ = ["DEFAULT_MAX_SHARD_SIZE", "GraftPlan", "GraftReport", "execute", "human_bytes", "parse_size", "plan_extract",
+           "plan_graft"]
 
 
 def __getattr__(name: str) -> Any:

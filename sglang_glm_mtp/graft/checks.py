@@ -6,12 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..checkpoint.families import Config, ModelFamily, family_for
-from ..checkpoint.inspection import inspect_checkpoint as inspect
+from ..checkpoint.files import QUANT_FILE
+from ..checkpoint.inspection import inspect_checkpoint
+from ..checkpoint.provenance import base_model
 from ..checkpoint.report import DAMAGE_CODES, InspectionReport, Problem
 from ..checkpoint.source import (CheckpointSource, LocalCheckpoint, is_hub_repo_id, open_checkpoint,
                                  resolve_cached_hub_snapshot)
 from ..errors import CheckpointUnreadable, GraftError, UsageError
-from .records import layer_prefix
+from .records import written_prefix
 
 
 
@@ -70,9 +72,9 @@ def cached_target(spec: str | Path, out: Path | None) -> Path | None:
 
 def source_report(source: CheckpointSource) -> tuple[InspectionReport, ModelFamily]:
     """Inspect SOURCE and refuse one that cannot supply a complete draft layer."""
-    report = inspect(source)
+    report = inspect_checkpoint(source)
     family = family_for(report.architecture)
-    assert family is not None  # inspect refuses unsupported architectures
+    assert family is not None  # inspect_checkpoint refuses unsupported architectures
     where = source.display
     if report.status == "not-applicable":
         raise GraftError(f"SOURCE {where} declares no NextN layer (num_nextn_predict_layers = 0) and cannot supply one")
@@ -82,7 +84,7 @@ def source_report(source: CheckpointSource) -> tuple[InspectionReport, ModelFami
                          "draft is used as it is, with --speculative-draft-model-path)")
     layer = report.draft_layer
     if report.status == "missing":
-        raise GraftError(f"SOURCE {where} has no {layer_prefix(family, layer or 0)}* tensors: it lacks the draft "
+        raise GraftError(f"SOURCE {where} has no {written_prefix(family, layer or 0)}* tensors: it lacks the draft "
                          f"layer too. Use the unquantized release, e.g. --from {family.source_hint}")
     if report.status == "incomplete":
         raise GraftError(f"SOURCE {where} has an incomplete draft layer ({len(report.missing)} of "
@@ -101,8 +103,22 @@ COMPAT_FIELDS = ("num_hidden_layers", "hidden_size", "n_routed_experts", "vocab_
                  "head_dim", "num_nextn_predict_layers")
 
 
-def check_compatible(src: InspectionReport, dst: InspectionReport, family: ModelFamily) -> None:
-    """Refuse to mix layers of different models (architecture, sizes, the expected draft tensors)."""
+def target_release(target: CheckpointSource, report: InspectionReport) -> str:
+    """The ``--from`` to suggest for TARGET: the release its own files name (as check's remedy does), else
+    TARGET's family's usual release. Never SOURCE's: a refused SOURCE may be another family's."""
+    named = base_model(target, report.config, target.read_json(QUANT_FILE))
+    if named is not None:
+        return f"--from {named.repo_id}, which TARGET's {named.where} names"
+    family = family_for(report.architecture)
+    assert family is not None  # inspect_checkpoint refuses unsupported architectures
+    return f"for {family.name}, e.g. --from {family.source_hint}"
+
+
+def check_compatible(src: InspectionReport, dst: InspectionReport, release: str) -> None:
+    """Refuse to mix layers of different models (architecture, sizes, the expected draft tensors).
+
+    ``release`` (``target_release``) says which release to graft from instead.
+    """
     diffs: list[str] = []
     if src.architecture != dst.architecture:
         diffs.append(f"architecture {src.architecture} vs {dst.architecture}")
@@ -111,7 +127,9 @@ def check_compatible(src: InspectionReport, dst: InspectionReport, family: Model
         a, b = scfg.get(key), dcfg.get(key)
         if a != b:
             diffs.append(f"{key} {a} vs {b}")
-    if not diffs:
+    if not diffs:  # same architecture: one family
+        family = family_for(dst.architecture)
+        assert family is not None
         try:
             a_set = {(t.name, t.shape) for t in family.draft_tensors(scfg)}
             b_set = {(t.name, t.shape) for t in family.draft_tensors(dcfg)}
@@ -122,8 +140,7 @@ def check_compatible(src: InspectionReport, dst: InspectionReport, family: Model
             diffs.append(f"the expected draft tensors differ ({len(only)}, e.g. {only[0]})")
     if diffs:
         raise GraftError(f"SOURCE {src.checkpoint} and TARGET {dst.checkpoint} are not the same model: "
-                         f"{'; '.join(diffs)}. Graft from the release TARGET was made from (for this family: "
-                         f"{family.source_hint})")
+                         f"{'; '.join(diffs)}. Graft from the release TARGET was made from ({release})")
 
 
 def check_target_status(report: InspectionReport, force: bool) -> None:
@@ -141,7 +158,7 @@ def check_target_status(report: InspectionReport, force: bool) -> None:
     if needs_force(report) and not force:
         if report.status == "ready":
             raise GraftError(f"TARGET {where} already has a complete draft layer "
-                             f"({layer_prefix(family_for(report.architecture), report.draft_layer or 0)[:-1]}, "
+                             f"({written_prefix(family_for(report.architecture), report.draft_layer or 0)[:-1]}, "
                              f"{report.found_tensors} tensors, {report.draft_precision}); nothing to do. Pass --force "
                              "to replace it")
         details = "; ".join(p.message for p in report.errors())

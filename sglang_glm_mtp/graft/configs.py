@@ -11,25 +11,33 @@ from __future__ import annotations
 
 import copy
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
 from ..checkpoint import jsonio
 from ..checkpoint.families import ModelFamily
 from ..checkpoint.files import QUANT_FILE
-from ..checkpoint.quant_config import QuantConfigError, QuantDeclaration, read_quant_declaration
+from ..checkpoint.quant_config import EXCLUDE_KEYS, QuantConfigError, QuantDeclaration, read_quant_declaration
 from ..errors import CheckpointUnreadable, GraftError
-from .records import layer_prefix
+from .records import written_prefix
+
+
+@dataclass
+class QuantEdits:
+    """The quant config edits for a BF16 draft: new documents (None: unchanged), changes and notes in words."""
+
+    config: dict[str, Any] | None = None  # config.json with its quantization_config edited
+    quant: dict[str, Any] | None = None  # hf_quant_config.json edited
+    config_changes: list[str] = field(default_factory=list)
+    quant_changes: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
 def quant_edits(target_dir: Path, cfg_doc: dict[str, Any], layer: int, draft_precision: str | None,
-                notes: list[str], family: ModelFamily | None = None
-                ) -> tuple[dict[str, Any] | None, dict[str, Any] | None, list[str], list[str]]:
-    """Exclude a BF16 draft from quantization in the declaration SGLang reads (and ModelOpt's other file).
-
-    Returns (new config.json or None, new hf_quant_config.json or None, config changes, quant changes).
-    """
-    prefix = layer_prefix(family, layer)[:-1]
+                family: ModelFamily | None = None) -> QuantEdits:
+    """Exclude a BF16 draft from quantization in the declaration SGLang reads (and ModelOpt's other file)."""
+    prefix = written_prefix(family, layer)[:-1]
     name_map = family.quant_name_map if family is not None else ()
     quant_path = target_dir / QUANT_FILE
     nested_doc: Any = None
@@ -44,47 +52,43 @@ def quant_edits(target_dir: Path, cfg_doc: dict[str, Any], layer: int, draft_pre
         raise GraftError(f"TARGET {exc}; fix the entry first (sglang-glm-mtp check names it)") from None
     has_nested = isinstance(nested_doc, dict) and isinstance(nested_doc.get("quantization"), dict)
     if decl.source == "none" and not has_nested:
-        return None, None, [], []
+        return QuantEdits()
     if draft_precision != "bf16":
-        notes.append(f"the grafted draft layer is stored {draft_precision}; the quant config is left as it is "
-                     f"(no exclusion of {prefix} added)")
-        return None, None, [], []
+        return QuantEdits(notes=[f"the grafted draft layer is stored {draft_precision}; the quant config is left as "
+                                 f"it is (no exclusion of {prefix} added)"])
     if decl.dialect == "unknown":
         raise GraftError(f"TARGET config.json quantization_config has quant_method {decl.method!r}, which graft "
                          "cannot write an exclusion for (modelopt, fp8, compressed-tensors, quark); graft into a "
                          "checkpoint of a known dialect, or add the BF16 layer's exclusion by hand")
-    new_cfg: dict[str, Any] | None = None
-    cfg_changes: list[str] = []
+    edits = QuantEdits()
     if decl.source == "config.json":
-        new_cfg, cfg_changes = _add_entries(cfg_doc, decl, prefix, name_map, notes)
-    new_quant: dict[str, Any] | None = None
-    quant_changes: list[str] = []
+        edits.config, edits.config_changes, note = _add_entries(cfg_doc, decl, prefix, name_map)
+        edits.notes += note
     if has_nested:
         nested = read_quant_declaration({}, nested_doc)
-        edited, quant_changes = _add_entries(nested_doc, nested, prefix, name_map, notes)
-        new_quant = edited
-    return new_cfg, new_quant, cfg_changes, quant_changes
+        edits.quant, edits.quant_changes, note = _add_entries(nested_doc, nested, prefix, name_map)
+        edits.notes += note
+    return edits
 
 
-def _add_entries(doc: dict[str, Any], decl: QuantDeclaration, prefix: str, name_map: tuple[tuple[str, str], ...],
-                 notes: list[str]) -> tuple[dict[str, Any] | None, list[str]]:
-    """The document with the dialect's BF16-draft entries appended to its exclude list, or None if all are there."""
+def _add_entries(doc: dict[str, Any], decl: QuantDeclaration, prefix: str, name_map: tuple[tuple[str, str], ...]
+                 ) -> tuple[dict[str, Any] | None, list[str], list[str]]:
+    """The document with the dialect's BF16-draft entries appended to its exclude list (None if all are there),
+    the changes, and the note when nothing had to change."""
     nested = decl.source == "hf_quant_config.json"
     where = f"{QUANT_FILE} quantization" if nested else "config.json quantization_config"
-    key = decl.exclude_key or "ignore"
+    key = decl.exclude_key or EXCLUDE_KEYS[decl.dialect][0]
     wanted = decl.bf16_draft_entries(prefix, name_map)
     if decl.dialect == "modelopt" and decl.excludes_all_under(prefix + ".") or decl.is_modelopt and \
             decl.is_excluded(prefix):
-        notes.append(f"{where}.{key} already excludes {prefix}")
-        return None, []
+        return None, [], [f"{where}.{key} already excludes {prefix}"]
     missing = [entry for entry in wanted if entry not in decl.exclude]
     if not missing:
-        notes.append(f"{where}.{key} already excludes {prefix}")
-        return None, []
+        return None, [], [f"{where}.{key} already excludes {prefix}"]
     edited = copy.deepcopy(doc)
     section = edited["quantization"] if nested else edited["quantization_config"]
     section[key] = list(section.get(key) or []) + missing
-    return edited, [f"{'quantization' if nested else 'quantization_config'}.{key} += {entry!r}" for entry in missing]
+    return edited, [f"{'quantization' if nested else 'quantization_config'}.{key} += {entry!r}" for entry in missing], []
 
 
 def read_json_file(path: Path, shard_files: Iterable[str] | None = None) -> dict[str, Any]:

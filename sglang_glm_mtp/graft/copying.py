@@ -11,8 +11,8 @@ the copy must cost about what ``cp`` costs on the same disk.
   flight and one ``HASH_CHUNK`` buffer, whatever the sizes involved. Where the kernel
   refuses ``copy_file_range`` (other OS, cross-filesystem, old kernels) the same loop
   reads into a reusable buffer and writes it back (``READ_CHUNK``).
-* Hub source (``readers.HubReader``): bytes streamed into a reusable buffer. The CRC of
-  the source bytes is taken on that buffer as it arrives; the written bytes are hashed
+* Hub source (``readers.HubReader``): bytes streamed into a reusable buffer. The checksum
+  of the source bytes is taken on that buffer as it arrives; the written bytes are hashed
   again from the file. A CDN caps each connection, so the plan is cut into segments of
   about equal bytes (``split_segments``, cutting inside runs and tensors) that
   ``workers`` concurrent streams (default 8, as ``hf download``) take from a queue, each
@@ -26,8 +26,8 @@ Read-back hashing goes through the page cache: it proves that what the kernel wi
 write back is what we read, not that the medium stores it (``fsync`` plus the disk's own
 checks cover that).
 
-Test hook (kept minimal): ``SGLANG_GLM_MTP_TEST_SLOW_COPY=<seconds>`` sleeps that long
-after every tensor, so a test can kill the process mid-copy.
+Tests replace the kernel calls (``_copy_file_range``, ``_pwrite``) to inject faults, and
+set ``_after_piece`` to pace a copy they kill mid-way.
 """
 
 from __future__ import annotations
@@ -37,10 +37,10 @@ import errno
 import logging
 import os
 import queue
+import itertools
 import threading
-import time
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 from ..errors import GraftError
 from .checksum import Hasher, new_hasher
@@ -76,12 +76,13 @@ MAX_SEGMENT = 256 << 20
 #: Userspace buffer of one Hub stream (and of its verifier): 8 streams hold 64 MB.
 HUB_CHUNK = 4 << 20
 
-SLOW_COPY_ENV = "SGLANG_GLM_MTP_TEST_SLOW_COPY"
-
 # Indirections so fault-injection tests can replace the kernel calls.
 _copy_file_range: Callable[..., int] | None = getattr(os, "copy_file_range", None)
 _pwrite: Callable[[int, Any, int], int] = os.pwrite
 _fadvise: Callable[[int, int, int, int], None] | None = getattr(os, "posix_fadvise", None)
+#: Called once per piece as its last bytes go to the verifier, then the journal catches up; None here. A test
+#: that kills a run mid-copy sets it (in the process it starts) to a short sleep, pacing the copy piece by piece.
+_after_piece: Callable[[], None] | None = None
 _CFR_UNSUPPORTED = {errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL, errno.EBADF, errno.ETXTBSY,
                     getattr(errno, "ENOTSUP", errno.EOPNOTSUPP)}
 
@@ -157,6 +158,18 @@ class CopyStats:
     segments: int = 0  # Hub plans: segments the bytes were cut into
 
 
+class Span(NamedTuple):
+    """One piece's share of a copied chunk, as the verifier hashes it."""
+
+    index: int  # of the piece in the list being copied
+    reader: RangeReader | None  # hash the source range from this file; None: hashed from the buffer already
+    src_offset: int
+    dst_offset: int
+    nbytes: int
+    last: bool  # the piece's final span: the verifier then reports the piece's two digests
+    inline_digest: int  # ``reader`` None and ``last``: the source digest taken from the buffer
+
+
 class _Verifier(threading.Thread):
     """Hashes copied ranges (source and destination) one chunk behind the copier."""
 
@@ -165,7 +178,7 @@ class _Verifier(threading.Thread):
         self.buf_size = buf_size
         self.dst_fd = dst_fd
         self.dst_display = dst_display
-        self.jobs: queue.Queue[tuple[Any, ...] | None] = queue.Queue(maxsize=QUEUE_DEPTH)
+        self.jobs: queue.Queue[list[Span] | None] = queue.Queue(maxsize=QUEUE_DEPTH)
         self.done: queue.Queue[tuple[int, int, int]] = queue.Queue()
         self.error: BaseException | None = None
         self._src: dict[int, Hasher] = {}
@@ -175,25 +188,29 @@ class _Verifier(threading.Thread):
         buf = memoryview(bytearray(self.buf_size))
         try:
             while (chunk := self.jobs.get()) is not None:
-                for index, reader, src_offset, dst_offset, nbytes, last, inline_digest in chunk:
-                    if reader is not None:
-                        self._src[index] = hash_range(reader.fileno(), src_offset, nbytes, buf,
-                                                      self._src.get(index), display=reader.display)
-                    self._dst[index] = hash_range(self.dst_fd, dst_offset, nbytes, buf, self._dst.get(index),
-                                                  display=self.dst_display)
-                    _release(self.dst_fd, dst_offset, nbytes)
-                    if reader is not None:
-                        _release(reader.fileno(), src_offset, nbytes)
-                    if last:
-                        src = inline_digest if reader is None else _digest(self._src.pop(index, None))
-                        self.done.put((index, src, _digest(self._dst.pop(index, None))))
+                for span in chunk:
+                    self._hash(span, buf)
         except BaseException as exc:  # handed to the copier thread, which raises it
             self.error = exc
             while self.jobs.get() is not None:  # unblock the producer
                 pass
 
-    def submit(self, chunk: list[tuple[Any, ...]]) -> None:
-        """One copied chunk: its tensor segments (index, reader|None, src, dst, n, last, inline digest)."""
+    def _hash(self, span: Span, buf: memoryview) -> None:
+        index, reader = span.index, span.reader
+        if reader is not None:
+            self._src[index] = hash_range(reader.fileno(), span.src_offset, span.nbytes, buf, self._src.get(index),
+                                          display=reader.display)
+        self._dst[index] = hash_range(self.dst_fd, span.dst_offset, span.nbytes, buf, self._dst.get(index),
+                                      display=self.dst_display)
+        _release(self.dst_fd, span.dst_offset, span.nbytes)
+        if reader is not None:
+            _release(reader.fileno(), span.src_offset, span.nbytes)
+        if span.last:
+            src = span.inline_digest if reader is None else _digest(self._src.pop(index, None))
+            self.done.put((index, src, _digest(self._dst.pop(index, None))))
+
+    def submit(self, chunk: list[Span]) -> None:
+        """One copied chunk: its pieces' spans."""
         if self.error is not None:
             raise self.error
         if chunk:
@@ -401,110 +418,148 @@ def copy_pieces(dst_fd: int, dst_display: str, pieces: Sequence[Piece], readers:
                 verified: Callable[[Piece, int], None] | None = None,
                 stop: threading.Event | None = None, buf: memoryview | None = None,
                 hash_buf_size: int = HASH_CHUNK) -> CopyStats:
-    """Copy every piece into ``dst_fd`` and verify it; calls ``verified(piece, digest)`` per tensor.
+    """Copy every piece into ``dst_fd`` and verify it; calls ``verified(piece, digest)`` per piece.
 
     Adjacent pieces are copied as one run, in chunks; each chunk is handed to the
-    verifier split at tensor boundaries, so every tensor gets its own pair of CRCs.
+    verifier split at piece boundaries, so every piece gets its own pair of checksums.
     Raises GraftError when a written range does not hash like its source range.
     """
-    stats = CopyStats()
-    verifier = _Verifier(dst_fd, dst_display, hash_buf_size)
-    verifier.start()
-    slow = _slow_copy_delay()
-    cfr_ok = _copy_file_range is not None
-    inline: dict[int, Hasher] = {}
+    return _PieceCopier(dst_fd, dst_display, pieces, readers, progress, verified, stop, buf, hash_buf_size).run()
 
-    def drain() -> None:
+
+@dataclass(frozen=True)
+class _Run:
+    """Pieces adjacent in both files (``_runs``), copied as one stream."""
+
+    indices: list[int]  # into the pieces being copied
+    sizes: list[int]
+    starts: list[int]  # each piece's offset inside the run
+    total: int
+    first: Piece
+    reader: RangeReader
+
+
+class _PieceCopier:
+    """One ``copy_pieces`` call: the verifier thread, the copy method still usable, the Hub's inline hashers."""
+
+    def __init__(self, dst_fd: int, dst_display: str, pieces: Sequence[Piece], readers: Mapping[str, RangeReader],
+                 progress: Callable[[int], None] | None, verified: Callable[[Piece, int], None] | None,
+                 stop: threading.Event | None, buf: memoryview | None, hash_buf_size: int) -> None:
+        self.dst_fd, self.dst_display = dst_fd, dst_display
+        self.pieces, self.readers = pieces, readers
+        self.progress, self.verified, self.stop = progress, verified, stop
+        self.buf = buf  # the userspace buffer, allocated on first use
+        self.stats = CopyStats()
+        self.verifier = _Verifier(dst_fd, dst_display, hash_buf_size)
+        self.cfr_ok = _copy_file_range is not None
+        self.inline: dict[int, Hasher] = {}  # remote pieces: source bytes hashed from the buffer as they arrive
+
+    def run(self) -> CopyStats:
+        self.verifier.start()
+        try:
+            for indices in _runs(self.pieces):
+                self._copy_run(indices)
+            self.verifier.jobs.put(None)
+            self.verifier.join()
+            if self.verifier.error is not None:
+                raise self.verifier.error
+            self._drain()
+        finally:
+            if self.verifier.is_alive():  # an error on our side: let the verifier finish and stop
+                self.verifier.jobs.put(None)
+                self.verifier.join()
+        return self.stats
+
+    def _copy_run(self, indices: list[int]) -> None:
+        """Pieces adjacent in both files, chunk by chunk; each chunk goes to the verifier as ``Span`` s."""
+        first = self.pieces[indices[0]]
+        sizes = [self.pieces[i].nbytes for i in indices]
+        starts = list(itertools.accumulate(sizes, initial=0))
+        run = _Run(indices, sizes, starts[:-1], starts[-1], first, self.readers[first.reader])
+        done, k = 0, 0  # bytes of the run moved; first piece not yet fully submitted
+        while done < run.total or (k < len(indices) and sizes[k] == 0):
+            if self.stop is not None and self.stop.is_set():
+                raise _Stopped()
+            n = self._move(run, done) if done < run.total else 0
+            spans, k = self._spans(run, k, done, done + n)
+            self.verifier.submit(spans)
+            if _after_piece is not None:  # the test seam: one call per completed piece, the journal catching up
+                for _ in range(sum(span.last for span in spans)):
+                    _after_piece()
+                    self._drain()
+            done += n
+            self.stats.bytes_copied += n
+            if self.progress is not None and n:
+                self.progress(n)
+            self._drain()
+
+    def _move(self, run: _Run, done: int) -> int:
+        """Copy the run's next chunk (from ``done``): copy_file_range where the kernel allows, else a buffer."""
+        reader, fd = run.reader, run.reader.fileno()
+        src, dst, left = run.first.src_offset + done, run.first.dst_offset + done, run.total - done
+        if fd is not None and self.cfr_ok:
+            want = min(COPY_CHUNK, left)
+            _prefetch(fd, src + want, min(COPY_CHUNK, left - want))
+            try:
+                n = _cfr_exact(fd, self.dst_fd, want, src, dst, reader.display)
+            except _CfrUnsupported as exc:
+                logger.info("copy_file_range unavailable (%s); using buffered copies", exc)
+                self.cfr_ok = False
+                return exc.moved
+            self.stats.used_copy_file_range = True
+            return n
+        if self.buf is None:
+            self.buf = memoryview(bytearray(READ_CHUNK))
+        n = min(len(self.buf), left)
+        reader.read_into(src, self.buf[:n], until=run.first.src_offset + run.total)
+        _pwrite_exact(self.dst_fd, self.buf[:n], dst)
+        self.stats.used_userspace = True
+        return n
+
+    def _spans(self, run: _Run, k: int, lo: int, hi: int) -> tuple[list[Span], int]:
+        """The chunk ``[lo, hi)`` of the run split at piece boundaries, from the ``k``-th piece on.
+
+        Returns the spans and the first piece not yet complete. A local source is hashed by
+        the verifier from its file; a remote one here, from the buffer the bytes arrived in.
+        """
+        hashed_there = run.reader.fileno() is not None
+        spans: list[Span] = []
+        while k < len(run.indices):
+            index = run.indices[k]
+            p_lo, p_hi = run.starts[k], run.starts[k] + run.sizes[k]
+            seg_lo, seg_hi = max(lo, p_lo), min(hi, p_hi)
+            if seg_hi < seg_lo or (seg_hi == seg_lo and p_hi > p_lo):
+                break
+            last = seg_hi == p_hi
+            inline_digest = 0
+            if not hashed_there:
+                hasher = self.inline.setdefault(index, new_hasher())
+                if seg_hi > seg_lo:
+                    assert self.buf is not None
+                    hasher.update(self.buf[seg_lo - lo:seg_hi - lo])
+                if last:
+                    inline_digest = _digest(self.inline.pop(index))
+            spans.append(Span(index, run.reader if hashed_there else None, run.first.src_offset + seg_lo,
+                              run.first.dst_offset + seg_lo, seg_hi - seg_lo, last, inline_digest))
+            if not last:
+                break
+            k += 1
+        return spans, k
+
+    def _drain(self) -> None:
+        """Compare the digests the verifier has finished; report each verified piece."""
         while True:
             try:
-                index, src_digest, dst_digest = verifier.done.get_nowait()
+                index, src_digest, dst_digest = self.verifier.done.get_nowait()
             except queue.Empty:
                 return
-            piece = pieces[index]
+            piece = self.pieces[index]
             if src_digest != dst_digest:
-                raise GraftError(f"verification failed for {piece.name} in {dst_display}: source bytes hash to "
+                raise GraftError(f"verification failed for {piece.name} in {self.dst_display}: source bytes hash to "
                                  f"{src_digest:x}, written bytes to {dst_digest:x}; re-run the same command "
                                  "(the tensor will be copied again)")
-            if verified is not None:
-                verified(piece, src_digest)
-
-    try:
-        for run in _runs(pieces):
-            first = pieces[run[0]]
-            reader = readers[first.reader]
-            fd = reader.fileno()
-            total = sum(pieces[i].nbytes for i in run)
-            starts = []  # offset of each piece inside the run
-            cursor = 0
-            for i in run:
-                starts.append(cursor)
-                cursor += pieces[i].nbytes
-            done, k = 0, 0  # bytes of the run moved; first piece not yet fully submitted
-            while done < total or (k < len(run) and pieces[run[k]].nbytes == 0):
-                if stop is not None and stop.is_set():
-                    raise _Stopped()
-                n = 0
-                hashed_here = fd is not None
-                if done < total:
-                    if fd is not None and cfr_ok:
-                        want = min(COPY_CHUNK, total - done)
-                        _prefetch(fd, first.src_offset + done + want, min(COPY_CHUNK, total - done - want))
-                        try:
-                            n = _cfr_exact(fd, dst_fd, want, first.src_offset + done, first.dst_offset + done,
-                                           reader.display)
-                            stats.used_copy_file_range = True
-                        except _CfrUnsupported as exc:
-                            logger.info("copy_file_range unavailable (%s); using buffered copies", exc)
-                            cfr_ok = False
-                            n = exc.moved
-                    else:
-                        if buf is None:
-                            buf = memoryview(bytearray(READ_CHUNK))
-                        n = min(len(buf), total - done)
-                        reader.read_into(first.src_offset + done, buf[:n], until=first.src_offset + total)
-                        _pwrite_exact(dst_fd, buf[:n], first.dst_offset + done)
-                        stats.used_userspace = True
-                # hand [done, done + n) to the verifier, split at tensor boundaries
-                lo, hi = done, done + n
-                segments: list[tuple[Any, ...]] = []
-                finished = 0
-                while k < len(run):
-                    index = run[k]
-                    p_lo, p_hi = starts[k], starts[k] + pieces[index].nbytes
-                    seg_lo, seg_hi = max(lo, p_lo), min(hi, p_hi)
-                    if seg_hi < seg_lo or (seg_hi == seg_lo and p_hi > p_lo):
-                        break
-                    seg = seg_hi - seg_lo
-                    last = seg_hi == p_hi
-                    if not hashed_here:  # remote bytes: hash them from the buffer as they arrived
-                        inline.setdefault(index, new_hasher()).update(buf[seg_lo - lo:seg_hi - lo])  # type: ignore[index]
-                    segments.append((index, reader if hashed_here else None, first.src_offset + seg_lo,
-                                     first.dst_offset + seg_lo, seg, last,
-                                     _digest(inline.pop(index, None)) if last and not hashed_here else 0))
-                    if not last:
-                        break
-                    k += 1
-                    finished += 1
-                verifier.submit(segments)
-                if slow:  # test hook: a slow copy, one tensor at a time as seen by the journal
-                    for _ in range(finished):
-                        time.sleep(slow)
-                        drain()
-                done = hi
-                stats.bytes_copied += n
-                if progress is not None and n:
-                    progress(n)
-                drain()
-        verifier.jobs.put(None)
-        verifier.join()
-        if verifier.error is not None:
-            raise verifier.error
-        drain()
-    finally:
-        if verifier.is_alive():  # an error on our side: let the verifier finish and stop
-            verifier.jobs.put(None)
-            verifier.join()
-    return stats
+            if self.verified is not None:
+                self.verified(piece, src_digest)
 
 
 class _CfrUnsupported(Exception):
@@ -552,10 +607,3 @@ def _pwrite_exact(fd: int, view: memoryview, offset: int) -> None:
     written = 0
     while written < len(view):
         written += _pwrite(fd, view[written:], offset + written)
-
-
-def _slow_copy_delay() -> float:
-    try:
-        return float(os.environ.get(SLOW_COPY_ENV, "0") or 0)
-    except ValueError:
-        return 0.0

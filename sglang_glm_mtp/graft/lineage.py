@@ -29,7 +29,7 @@ from ..checkpoint.writer import INDEX_FILE
 from ..errors import CheckpointUnreadable, GraftError
 from ..text import listed
 from .readers import HubReader, LocalReader, RangeReader
-from .records import layer_prefix
+from .records import written_prefix as layer_prefix  # records.written_prefix (#19 moves lineage.py)
 
 logger = logging.getLogger(__name__)
 

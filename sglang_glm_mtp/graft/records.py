@@ -37,8 +37,11 @@ Mode = Literal["in-place", "overlay", "overlay-only", "extract"]
 Origin = Literal["source", "target"]
 
 
-def layer_prefix(family: ModelFamily | None, layer: int) -> str:
-    """The layer's tensor prefix with its trailing dot, as the family spells it (its first accepted prefix)."""
+def written_prefix(family: ModelFamily | None, layer: int) -> str:
+    """The prefix (trailing dot) graft and extract write layer ``layer`` under: the family's first accepted one.
+
+    Not ``checkpoint.families.layer_prefix(layer, template)``, which fills one template and has no dot.
+    """
     return family.prefixes_for_layer(layer)[0] if family is not None else families.layer_prefix(layer) + "."
 
 
@@ -157,7 +160,7 @@ class GraftPlan:
     def layer_names(self) -> tuple[str, str]:
         """The draft layer as SOURCE names it and as the result names it (``model.layers.N``)."""
         family = family_for(self.architecture)
-        return layer_prefix(family, self.draft_layer)[:-1], layer_prefix(family, self.output_layer)[:-1]
+        return written_prefix(family, self.draft_layer)[:-1], written_prefix(family, self.output_layer)[:-1]
 
     @property
     def enough_space(self) -> bool:

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..checkpoint.inspection import inspect_checkpoint as inspect
+from ..checkpoint.inspection import inspect_checkpoint
 from ..checkpoint.report import InspectionReport
 from ..checkpoint.source import LocalCheckpoint
 from .records import GraftPlan, GraftReport, partial_path
@@ -16,7 +16,7 @@ from .records import GraftPlan, GraftReport, partial_path
 class StagedCheckpoint:
     """A checkpoint as it will look after the commit: file name -> path, plus JSON documents.
 
-    ``inspect`` reads it like any other source, so the result is checked before anything
+    ``inspect_checkpoint`` reads it like any other source, so the result is checked before anything
     visible changes (and an --overlay-only result is checked together with its TARGET).
     """
 
@@ -35,7 +35,7 @@ class StagedCheckpoint:
         return out
 
     def read_json(self, name: str) -> Any | None:
-        if name in self._docs:  # handed out as is (inspect only reads); a copy of a 233k-entry index costs 50 MB
+        if name in self._docs:  # handed out as is (inspect_checkpoint only reads); a copy of a 233k-entry index costs 50 MB
             return self._docs[name]
         path = self._files.get(name)
         return json.loads(path.read_text(encoding="utf-8")) if path is not None else None
@@ -69,16 +69,16 @@ def staged_files(plan: GraftPlan, *, committed: bool) -> dict[str, Path]:
 
 def check_staged(plan: GraftPlan, files: Mapping[str, Path], docs: Mapping[str, Any]) -> InspectionReport:
     view = StagedCheckpoint(str(plan.dest), files, docs)
-    return inspect(view)
+    return inspect_checkpoint(view)
 
 
 def final_check(plan: GraftPlan, report: GraftReport) -> None:
     if plan.mode == "overlay-only":
         view = StagedCheckpoint(str(plan.dest), staged_files(plan, committed=True), {})
-        final = inspect(view)
+        final = inspect_checkpoint(view)
         report.verification["final_check_view"] = "overlay combined with TARGET"
     else:
-        final = inspect(LocalCheckpoint(plan.dest))
+        final = inspect_checkpoint(LocalCheckpoint(plan.dest))
         report.verification["final_check_view"] = str(plan.dest)
     report.check_status = final.status
     report.check_problems = list(final.problems)

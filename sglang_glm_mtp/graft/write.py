@@ -14,6 +14,7 @@ import errno
 import logging
 import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -85,125 +86,184 @@ def _segments(doc: dict[str, Any]) -> dict[str, list[tuple[int, int, int]]]:
     return out
 
 
-def write_shard(plan: GraftPlan, shard: NewShard, readers: Mapping[str, RangeReader], result: ShardResult,
-                progress: ProgressFn | None, stats: dict[str, Any], workers: int | None = None) -> None:
-    """Bring ``.<name>.partial`` to a complete, verified copy (reusing what an earlier run verified)."""
-    dest = plan.dest
+@dataclass
+class CopyTotals:
+    """What filling shards moved: one shard's (``fill_shard`` returns it) or a whole run's (``add``)."""
+
+    copied_bytes: int = 0
+    reused_bytes: int = 0
+    methods: set[str] = field(default_factory=set)  # copy_file_range / buffered / http-range
+    copy_s: float = 0.0  # seconds spent copying (not reusing, not checking)
+    streams: int = 0  # the most concurrent streams one copy ran
+    segments: int = 0  # Hub plans: segments the bytes were cut into
+
+    def add(self, other: CopyTotals) -> None:
+        self.copied_bytes += other.copied_bytes
+        self.reused_bytes += other.reused_bytes
+        self.methods |= other.methods
+        self.copy_s += other.copy_s
+        self.streams = max(self.streams, other.streams)
+        self.segments += other.segments
+
+
+@dataclass
+class _Verified:
+    """What an earlier run of the same plan verified: whole tensors, and segments of tensors fetched in parts."""
+
+    tensors: dict[str, int] = field(default_factory=dict)  # name -> digest
+    segments: dict[str, list[tuple[int, int, int]]] = field(default_factory=dict)  # name -> [(offset, n, digest)]
+
+    def __bool__(self) -> bool:
+        return bool(self.tensors or self.segments)
+
+
+def _earlier_run(dest: Path, shard: NewShard) -> _Verified:
+    """The journal of an earlier run of this very shard; another plan's partial file is discarded."""
     final, part = dest / shard.name, partial_path(dest, shard.name)
-    journal_doc = read_journal(dest, shard.name)
-    previous: dict[str, int] = {}
-    previous_segments: dict[str, list[tuple[int, int, int]]] = {}
-    if journal_doc is not None and journal_doc.get("fingerprint") == shard.fingerprint and \
-            journal_doc.get("checksum", "crc32") == checksum.NAME:  # digests of another function never match
-        previous = {k: int(v) for k, v in journal_doc["tensors"].items()}
-        previous_segments = _segments(journal_doc)
+    doc = read_journal(dest, shard.name)
+    if doc is not None and doc.get("fingerprint") == shard.fingerprint and \
+            doc.get("checksum", "crc32") == checksum.NAME:  # digests of another function never match
         if final.is_file() and not part.exists():
             os.replace(final, part)  # finished by an earlier run but never committed: re-verify it as a partial
-    elif part.exists():
+        return _Verified({k: int(v) for k, v in doc["tensors"].items()}, _segments(doc))
+    if part.exists():
         logger.info("discarding %s: it belongs to a different plan", part)
         part.unlink()
+    return _Verified()
 
-    fd = os.open(part, os.O_RDWR | os.O_CREAT, 0o666)
-    try:
-        size_now = os.fstat(fd).st_size
-        header_ok = size_now >= len(shard.header) and os.pread(fd, len(shard.header), 0) == shard.header
-        if not header_ok:
-            previous, previous_segments = {}, {}
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, shard.header, 0)
-        if hasattr(os, "posix_fallocate"):
-            try:
-                os.posix_fallocate(fd, 0, shard.size)  # fail now, not at 90%, when the disk is too small
-            except OSError as exc:
-                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                    raise
-        if os.fstat(fd).st_size != shard.size:
-            os.ftruncate(fd, shard.size)
-        journal = _Journal(dest, shard)
 
-        # reuse: every tensor an earlier run verified is hashed again from the file
-        todo: list[Piece] = []
-        missing: dict[str, int] = {}  # tensor -> bytes still to verify, for tensors copied in segments
-        buf = memoryview(bytearray(HASH_CHUNK)) if previous or previous_segments else None
-        for t in shard.tensors:
-            offset = shard.offsets[t.name]
-            whole = Piece(t.name, f"{t.origin}:{t.shard}", t.src_offset, offset, t.nbytes)
-            if t.name in previous and buf is not None and \
-                    hash_range(fd, offset, t.nbytes, buf, display=str(part)).intdigest() == previous[t.name]:
-                journal.doc["tensors"][t.name] = previous[t.name]
-                result.reused_tensors += 1
-                stats["reused_bytes"] += t.nbytes
-                if progress is not None:
-                    progress(t.nbytes)
-                continue
-            gaps = [whole]
-            if t.name in previous_segments and buf is not None:
-                gaps = _reuse_segments(fd, str(part), whole, previous_segments[t.name], buf, journal, stats, progress)
-                if not gaps:
-                    result.reused_tensors += 1
-                    continue
-                missing[t.name] = sum(g.nbytes for g in gaps)
-            todo.extend(gaps)
-        journal.flush(False)
-
-        def verified(piece: Piece, digest: int) -> None:
-            if piece.whole and piece.name not in missing:
-                journal.record(piece.name, digest, piece.nbytes)
-                result.verified_tensors += 1
-                return
-            journal.record(piece.name, digest, piece.nbytes, offset=piece.offset)
-            left = missing.get(piece.name, piece.tensor_nbytes or piece.nbytes) - piece.nbytes
-            missing[piece.name] = left
-            if left == 0:  # every segment of the tensor verified: the tensor is
-                result.verified_tensors += 1
-
-        started = time.monotonic()
+def _prepare(fd: int, shard: NewShard) -> bool:
+    """Header written and the file at its final size (allocated up front); False when the header was not there."""
+    size_now = os.fstat(fd).st_size
+    header_ok = size_now >= len(shard.header) and os.pread(fd, len(shard.header), 0) == shard.header
+    if not header_ok:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, shard.header, 0)
+    if hasattr(os, "posix_fallocate"):
         try:
-            outcome = copy_parallel(fd, str(part), todo, readers, progress=progress, verified=verified,
-                                    workers=workers)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                journal.flush()  # keep what was verified for the re-run (not possible on kill -9: at most 1 s lost)
-            raise
-        stats["copy_s"] = stats.get("copy_s", 0.0) + time.monotonic() - started
-        stats["streams"] = max(stats.get("streams", 0), outcome.streams if todo else 0)
-        stats["segments"] = stats.get("segments", 0) + outcome.segments
-        result.copied_bytes += outcome.bytes_copied
-        stats["copied_bytes"] += outcome.bytes_copied
-        if outcome.used_copy_file_range:
-            stats["methods"].add("copy_file_range")
-        if outcome.used_userspace:
-            stats["methods"].add("http-range" if any(r.fileno() is None for r in readers.values()) else "buffered")
+            os.posix_fallocate(fd, 0, shard.size)  # fail now, not at 90%, when the disk is too small
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise
+    if os.fstat(fd).st_size != shard.size:
+        os.ftruncate(fd, shard.size)
+    return header_ok
+
+
+def fill_shard(plan: GraftPlan, shard: NewShard, readers: Mapping[str, RangeReader], result: ShardResult,
+               progress: ProgressFn | None, workers: int | None = None) -> CopyTotals:
+    """Bring ``.<name>.partial`` to a complete, verified copy (reusing what an earlier run verified).
+
+    Counts tensors in ``result``; returns the bytes copied and reused and how.
+    """
+    previous = _earlier_run(plan.dest, shard)
+    fd = os.open(partial_path(plan.dest, shard.name), os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        if not _prepare(fd, shard):
+            previous = _Verified()
+        fill = _ShardFill(fd, plan.dest, shard, result, progress)
+        todo = fill.reuse(previous)
+        fill.journal.flush(False)
+        fill.copy(todo, readers, workers)
         os.fsync(fd)
-        journal.flush(True)
+        fill.journal.flush(True)
+        return fill.totals
     finally:
         os.close(fd)
 
 
-def _reuse_segments(fd: int, display: str, whole: Piece, recorded: list[tuple[int, int, int]], buf: memoryview,
-                    journal: _Journal, stats: dict[str, Any], progress: ProgressFn | None) -> list[Piece]:
-    """Re-hash the segments of ``whole`` an earlier run verified; keep those that match, return the gaps to copy.
+class _ShardFill:
+    """One shard's partial file being filled: its journal, its counts, the tensors still to verify."""
 
-    A segment is kept only when it lies inside the tensor, overlaps no segment already kept
-    and hashes like the journal says, so the kept ones and the gaps tile the tensor exactly.
-    """
-    kept: list[tuple[int, int]] = []
-    for offset, nbytes, digest in sorted(recorded):
-        if nbytes <= 0 or offset < 0 or offset + nbytes > whole.nbytes:
-            continue
-        if any(offset < k_end and k_start < offset + nbytes for k_start, k_end in kept):
-            continue
-        if hash_range(fd, whole.dst_offset + offset, nbytes, buf, display=display).intdigest() != digest:
-            continue
-        kept.append((offset, offset + nbytes))
-        journal.record(whole.name, digest, nbytes, offset=offset)
-        stats["reused_bytes"] += nbytes
-        if progress is not None:
-            progress(nbytes)
-    gaps: list[Piece] = []
-    cursor = 0
-    for start, end in sorted(kept) + [(whole.nbytes, whole.nbytes)]:
-        if start > cursor:
-            gaps.append(whole.part(cursor, start - cursor))
-        cursor = max(cursor, end)
-    return gaps
+    def __init__(self, fd: int, dest: Path, shard: NewShard, result: ShardResult,
+                 progress: ProgressFn | None) -> None:
+        self.fd, self.display, self.shard = fd, str(partial_path(dest, shard.name)), shard
+        self.result, self.progress = result, progress
+        self.journal = _Journal(dest, shard)
+        self.totals = CopyTotals()
+        self.missing: dict[str, int] = {}  # tensor -> bytes still to verify, for tensors copied in segments
+
+    def reuse(self, previous: _Verified) -> list[Piece]:
+        """Every tensor (or segment) an earlier run verified, hashed again from the file; returns what to copy."""
+        todo: list[Piece] = []
+        buf = memoryview(bytearray(HASH_CHUNK)) if previous else None
+        for t in self.shard.tensors:
+            offset = self.shard.offsets[t.name]
+            whole = Piece(t.name, f"{t.origin}:{t.shard}", t.src_offset, offset, t.nbytes)
+            if t.name in previous.tensors and buf is not None and \
+                    hash_range(self.fd, offset, t.nbytes, buf, display=self.display).intdigest() == \
+                    previous.tensors[t.name]:
+                self.journal.doc["tensors"][t.name] = previous.tensors[t.name]
+                self.result.reused_tensors += 1
+                self._reused(t.nbytes)
+                continue
+            gaps = [whole]
+            if t.name in previous.segments and buf is not None:
+                gaps = self._reuse_segments(whole, previous.segments[t.name], buf)
+                if not gaps:
+                    self.result.reused_tensors += 1
+                    continue
+                self.missing[t.name] = sum(g.nbytes for g in gaps)
+            todo.extend(gaps)
+        return todo
+
+    def copy(self, todo: list[Piece], readers: Mapping[str, RangeReader], workers: int | None) -> None:
+        started = time.monotonic()
+        try:
+            outcome = copy_parallel(self.fd, self.display, todo, readers, progress=self.progress,
+                                    verified=self._verified, workers=workers)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                self.journal.flush()  # keep what was verified for the re-run (not possible on kill -9: at most 1 s lost)
+            raise
+        totals = self.totals
+        totals.copy_s = time.monotonic() - started
+        totals.streams = outcome.streams if todo else 0
+        totals.segments = outcome.segments
+        totals.copied_bytes = outcome.bytes_copied
+        self.result.copied_bytes += outcome.bytes_copied
+        if outcome.used_copy_file_range:
+            totals.methods.add("copy_file_range")
+        if outcome.used_userspace:
+            totals.methods.add("http-range" if any(r.fileno() is None for r in readers.values()) else "buffered")
+
+    def _verified(self, piece: Piece, digest: int) -> None:
+        if piece.whole and piece.name not in self.missing:
+            self.journal.record(piece.name, digest, piece.nbytes)
+            self.result.verified_tensors += 1
+            return
+        self.journal.record(piece.name, digest, piece.nbytes, offset=piece.offset)
+        left = self.missing.get(piece.name, piece.tensor_nbytes or piece.nbytes) - piece.nbytes
+        self.missing[piece.name] = left
+        if left == 0:  # every segment of the tensor verified: the tensor is
+            self.result.verified_tensors += 1
+
+    def _reused(self, nbytes: int) -> None:
+        self.totals.reused_bytes += nbytes
+        if self.progress is not None:
+            self.progress(nbytes)
+
+    def _reuse_segments(self, whole: Piece, recorded: list[tuple[int, int, int]], buf: memoryview) -> list[Piece]:
+        """Re-hash the segments of ``whole`` an earlier run verified; keep those that match, return the gaps to copy.
+
+        A segment is kept only when it lies inside the tensor, overlaps no segment already kept
+        and hashes like the journal says, so the kept ones and the gaps tile the tensor exactly.
+        """
+        kept: list[tuple[int, int]] = []
+        for offset, nbytes, digest in sorted(recorded):
+            if nbytes <= 0 or offset < 0 or offset + nbytes > whole.nbytes:
+                continue
+            if any(offset < k_end and k_start < offset + nbytes for k_start, k_end in kept):
+                continue
+            if hash_range(self.fd, whole.dst_offset + offset, nbytes, buf, display=self.display).intdigest() != digest:
+                continue
+            kept.append((offset, offset + nbytes))
+            self.journal.record(whole.name, digest, nbytes, offset=offset)
+            self._reused(nbytes)
+        gaps: list[Piece] = []
+        cursor = 0
+        for start, end in sorted(kept) + [(whole.nbytes, whole.nbytes)]:
+            if start > cursor:
+                gaps.append(whole.part(cursor, start - cursor))
+            cursor = max(cursor, end)
+        return gaps

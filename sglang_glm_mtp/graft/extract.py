@@ -12,24 +12,24 @@ validation accepts ``num_hidden_layers = 1``.
 
 from __future__ import annotations
 
-import re
-
 import copy
 import os
+import re
 from pathlib import Path
 from typing import Any
 
-from .checkpoint.files import CONFIG_FILE, QUANT_FILE
-from .checkpoint.quant_config import EXCLUDE_KEYS
-from .checkpoint.source import CheckpointSource, LocalCheckpoint
-from .checkpoint.writer import INDEX_FILE, index_document
-from .errors import GraftError, UsageError
-from .graft.checks import open_source, source_report
-from .graft.commit import finish_plan, interrupted_commit
-from .graft.plan import source_copies, source_identity
-from .graft.records import ConfigEdit, GraftPlan, layer_prefix
-from .graft.shards import choose_names, merged_ranges
-from .graft.space import check_out_dir, finalize_space, small_files
+from ..checkpoint.files import CONFIG_FILE, QUANT_FILE
+from ..checkpoint.quant_config import EXCLUDE_KEYS, read_quant_declaration
+from ..checkpoint.report import InspectionReport
+from ..checkpoint.source import CheckpointSource, LocalCheckpoint
+from ..checkpoint.writer import INDEX_FILE, index_document
+from ..errors import GraftError, UsageError
+from .checks import open_source, source_report
+from .commit import finish_plan, interrupted_commit
+from .plan import source_copies, source_identity
+from .records import ConfigEdit, GraftPlan, written_prefix
+from .shards import choose_names, merged_ranges
+from .space import check_out_dir, finalize_space, small_files
 
 NEXTN_FILE = "nextn_layer_parameters.safetensors"
 #: Tensors the standalone draft takes from the target model (SGLang's export script skips them).
@@ -43,7 +43,7 @@ def _nextn_name(variant: int, i: int, n: int) -> str:
     return NEXTN_FILE
 
 
-def standalone_config(raw: dict[str, Any], layer: int, draft_architecture: str) -> tuple[dict[str, Any], list[str]]:
+def standalone_config(raw: dict[str, Any], draft_architecture: str) -> tuple[dict[str, Any], list[str]]:
     """config.json for a one-layer draft: what the export script sets, plus per-layer lists cut to the draft's entry."""
     doc = copy.deepcopy(raw)
     changes = [f"num_hidden_layers {raw.get('num_hidden_layers')} -> 1",
@@ -102,20 +102,39 @@ def plan_extract(source: str | CheckpointSource, out: str | Path, *, endpoint: s
         # and a standalone export would have to rewrite the nested config SGLang's draft rewrite reads.
         raise UsageError(f"extract does not support {family.name} ({report.architecture}): SGLang loads its draft "
                          f"from the target checkpoint itself; use graft --from {src.display} --into TARGET instead")
-    renamed = (layer_prefix(family, layer), layer_prefix(family, 0))
+    renamed = (written_prefix(family, layer), written_prefix(family, 0))
     copies, skipped = source_copies(report, rename=renamed, skip=SKIPPED)
     files = src.list_files()
-    identity = source_identity(src, copies)
     taken = set(os.listdir(out_dir)) if out_dir.is_dir() else set()
-    shards = choose_names(out_dir, taken, [copies], _nextn_name, "draft", identity)
-
-    notes: list[str] = []
+    shard = choose_names(out_dir, taken, [copies], _nextn_name, "draft", source_identity(src, copies))[0]
+    edits, notes = _config_edits(src, report, family.draft_architectures[0], renamed)
+    index = index_document({t.name: shard.name for t in shard.tensors}, shard.payload)
+    edits.append(ConfigEdit(INDEX_FILE, [f"{len(shard.tensors)} entries, all in {shard.name}"], index))
     if skipped:
-        notes.append(f"skipped {len(skipped)} tensor(s) the draft takes from the target model: "
-                     + ", ".join(skipped))
-    cfg, cfg_changes = standalone_config(report.config, layer, family.draft_architectures[0])
+        notes.insert(0, f"skipped {len(skipped)} tensor(s) the draft takes from the target model: "
+                        + ", ".join(skipped))
+    smalls = small_files(files, {CONFIG_FILE, QUANT_FILE, INDEX_FILE})
+    plan = GraftPlan(
+        mode="extract", source=src.display, target=None, dest=out_dir, family=family.name,
+        architecture=report.architecture, draft_layer=layer, output_layer=0,
+        draft_precision=report.draft_precision, draft_tensors=len(copies), draft_bytes=shard.payload,
+        source_ranges=merged_ranges(copies), shards=[shard], config_edits=edits, index=index,
+        index_entries_after=len(shard.tensors), total_size_after=shard.payload, small_files=smalls,
+        notes=notes, source_obj=src, small_file_origin="source")
+    finalize_space(plan, sum(files[n] for n in smalls))
+    return plan
+
+
+def _config_edits(src: CheckpointSource, report: InspectionReport, draft_architecture: str,
+                  renamed: tuple[str, str]) -> tuple[list[ConfigEdit], list[str]]:
+    """The standalone config.json, and the quant config with the draft layer's patterns moved to layer 0 (a
+    quantized draft) or left out (a BF16 one); and notes."""
+    cfg, cfg_changes = standalone_config(report.config, draft_architecture)
     edits: list[ConfigEdit] = []
+    notes: list[str] = []
     quant = src.read_json(QUANT_FILE)
+    layer = report.draft_layer
+    moved = f"layer {layer} patterns moved to layer 0, other layers' dropped"
     if report.draft_precision == "bf16":
         if cfg.pop("quantization_config", None) is not None:
             cfg_changes.append("quantization_config removed (the draft layer is BF16)")
@@ -127,26 +146,13 @@ def plan_extract(source: str | CheckpointSource, out: str | Path, *, endpoint: s
             for key in dict.fromkeys(k for keys in EXCLUDE_KEYS.values() for k in keys):
                 if isinstance(flat.get(key), list):
                     flat[key] = _rename_patterns(flat[key], *renamed)
-                    cfg_changes.append(f"quantization_config.{key}: layer {layer} patterns moved to layer 0, "
-                                       "other layers' dropped")
+                    cfg_changes.append(f"quantization_config.{key}: {moved}")
         if isinstance(quant, dict) and isinstance(quant.get("quantization"), dict):
             quant = copy.deepcopy(quant)
+            key = read_quant_declaration({}, quant).exclude_key
+            assert key is not None  # a nested ModelOpt declaration has one
             nested = quant["quantization"]
-            nested["exclude_modules"] = _rename_patterns(list(nested.get("exclude_modules") or []), *renamed)
-            edits.append(ConfigEdit(QUANT_FILE, [f"quantization.exclude_modules: layer {layer} patterns moved to "
-                                                 "layer 0, other layers' dropped"], quant))
+            nested[key] = _rename_patterns(list(nested.get(key) or []), *renamed)
+            edits.append(ConfigEdit(QUANT_FILE, [f"quantization.{key}: {moved}"], quant))
     edits.append(ConfigEdit(CONFIG_FILE, cfg_changes, cfg))
-    shard = shards[0]
-    index = index_document({t.name: shard.name for t in shard.tensors}, shard.payload)
-    edits.append(ConfigEdit(INDEX_FILE, [f"{len(shard.tensors)} entries, all in {shard.name}"], index))
-
-    smalls = small_files(files, {CONFIG_FILE, QUANT_FILE, INDEX_FILE})
-    plan = GraftPlan(
-        mode="extract", source=src.display, target=None, dest=out_dir, family=family.name,
-        architecture=report.architecture, draft_layer=layer, output_layer=0,
-        draft_precision=report.draft_precision, draft_tensors=len(copies), draft_bytes=shard.payload,
-        source_ranges=merged_ranges(copies), shards=shards, config_edits=edits, index=index,
-        index_entries_after=len(shard.tensors), total_size_after=shard.payload, small_files=smalls,
-        notes=notes, source_obj=src, small_file_origin="source")
-    finalize_space(plan, sum(files[n] for n in smalls))
-    return plan
+    return edits, notes
