@@ -75,7 +75,7 @@ def _check(args: argparse.Namespace) -> int:
 def _lineage(args: argparse.Namespace) -> Any:
     """Is SOURCE the release TARGET was quantized from? The comparison graft runs before writing anything."""
     from ..checkpoint.source import open_checkpoint
-    from ..graft.lineage import compare_lineage
+    from ..checkpoint.lineage import compare_lineage
 
     return compare_lineage(open_checkpoint(args.model, endpoint=args.endpoint),
                            open_checkpoint(args.source, endpoint=args.endpoint))

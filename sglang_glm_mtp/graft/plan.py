@@ -26,7 +26,7 @@ from ..text import listed
 from .checks import cached_target, check_compatible, check_target_status, local_dir, open_source, source_report
 from .commit import aside_name, finish_plan, interrupted_commit
 from .configs import quant_edits, read_json_file
-from .lineage import OPT_OUT_FLAG, LineageReport, compare_lineage
+from ..checkpoint.lineage import OPT_OUT_FLAG, LineageReport, compare_lineage
 from .records import (BACKUP_SUFFIX, DEFAULT_MAX_SHARD_SIZE, ConfigEdit, Displaced, GraftPlan,
                       Mode, NewShard, TensorCopy, layer_prefix)
 from .shards import (TargetShard, choose_names, draft_shard_name, file_identity, merged_ranges, read_journal,
