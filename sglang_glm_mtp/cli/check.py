@@ -55,7 +55,7 @@ def _check(args: argparse.Namespace) -> int:
     from ..checkpoint.inspection import Scope, inspect_checkpoint
 
     scope = Scope.INTEGRITY if args.all_headers else Scope.CHECK
-    report = inspect_checkpoint(args.model, scope, endpoint=args.endpoint)
+    report = inspect_checkpoint(args.model, scope=scope, endpoint=args.endpoint)
     lineage = _lineage(args) if args.source else None
     if args.json:
         doc = report.to_json()

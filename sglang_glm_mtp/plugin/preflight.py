@@ -138,7 +138,7 @@ def inspect_draft(source: CheckpointSource) -> InspectionReport:
     loader's to judge, and it does: safetensors refuses a truncated shard, and SGLang an index naming a shard
     that is not on disk. Reading every header, or decoding a 232k-entry index, would cost the launch the
     time the preflight must not. A layer that is not ready is judged on the whole index (as ``check`` does)."""
-    return inspect_checkpoint(source, Scope.PREFLIGHT)
+    return inspect_checkpoint(source, scope=Scope.PREFLIGHT)
 
 
 def format_refusal(report: InspectionReport) -> str:
