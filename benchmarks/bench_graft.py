@@ -355,7 +355,7 @@ def table(results: dict[str, Any]) -> str:
 def bench_lineage(full: Path) -> dict[str, Any]:
     """Bytes the lineage check reads on the real GLM-5.2 layout (NVFP4 target, BF16 release)."""
     from sglang_glm_mtp.checkpoint.source import LocalCheckpoint
-    from sglang_glm_mtp.graft.lineage import compare_lineage
+    from sglang_glm_mtp.checkpoint.lineage import compare_lineage
 
     report = compare_lineage(LocalCheckpoint(full / "GLM-5.2-NVFP4"), LocalCheckpoint(full / "GLM-5.2"))
     result = {"verdict": report.verdict, "tensors_compared": len(report.compared),

@@ -13,6 +13,7 @@ import pytest
 
 from sglang_glm_mtp import synthetic
 from sglang_glm_mtp.checkpoint import inspect_checkpoint
+from sglang_glm_mtp.checkpoint.inspection import Scope
 from sglang_glm_mtp.checkpoint.files import INDEX_FILE
 from sglang_glm_mtp.cli import main
 
@@ -94,7 +95,7 @@ def test_damaged_non_draft_shard_is_invalid_and_named(target: Path, damage: str,
 def test_integrity_off_reads_only_the_draft_shards(target: Path) -> None:
     """The opt-out a latency-bound caller (the preflight) may use: the draft verdict alone."""
     os.truncate(target / _non_draft_shard(target), 100)
-    assert inspect_checkpoint(str(target), integrity=False).status == "ready"
+    assert inspect_checkpoint(str(target), Scope.PREFLIGHT).status == "ready"
     assert inspect_checkpoint(str(target)).status == "invalid"
 
 

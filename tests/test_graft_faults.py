@@ -22,7 +22,8 @@ from graft_helpers import paced_cli, snapshot, tensor_bytes, visible
 from sglang_glm_mtp import synthetic
 from sglang_glm_mtp.graft import commit as graft_commit
 from sglang_glm_mtp.graft import run as graft_run
-from sglang_glm_mtp.graft import checksum, copying, readers, records, space
+from sglang_glm_mtp.checkpoint import range_reads as readers
+from sglang_glm_mtp.graft import checksum, copying, records, space
 from sglang_glm_mtp.checkpoint import inspect_checkpoint as inspect
 from sglang_glm_mtp.cli import main
 from sglang_glm_mtp.errors import GraftError

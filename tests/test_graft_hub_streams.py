@@ -23,7 +23,8 @@ from sglang_glm_mtp import synthetic
 from sglang_glm_mtp.checkpoint import inspect_checkpoint as inspect
 from sglang_glm_mtp.cli import main
 from sglang_glm_mtp.errors import GraftError
-from sglang_glm_mtp.graft import copying, execute, plan_graft, readers
+from sglang_glm_mtp.checkpoint import range_reads as readers
+from sglang_glm_mtp.graft import copying, execute, plan_graft
 from sglang_glm_mtp.graft.copying import Piece, split_segments
 
 REPO = "zai-org/GLM-5.2"

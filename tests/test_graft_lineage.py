@@ -23,7 +23,7 @@ from sglang_glm_mtp.checkpoint.source import HubCheckpoint, LocalCheckpoint
 from sglang_glm_mtp.cli import main
 from sglang_glm_mtp.errors import GraftError
 from sglang_glm_mtp.graft import execute, plan_graft
-from sglang_glm_mtp.graft.lineage import WINDOW_BYTES, compare_lineage
+from sglang_glm_mtp.checkpoint.lineage import WINDOW_BYTES, compare_lineage
 
 #: vocab 4096 x hidden 64 BF16 = 512 KiB embeddings: bigger than the comparison window
 BIG_VOCAB = {"vocab_size": 4096}

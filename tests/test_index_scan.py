@@ -3,7 +3,7 @@
 ``IndexScan.draft_only`` finds the draft layer's entries in the index's bytes instead of
 decoding all of them; it must either return exactly what the decoded map gives (draft
 entries, their shards, the scale suffixes present) or None, and ``inspect_checkpoint(...,
-integrity=False)`` must give the whole-index verdict for every defect it can see.
+Scope.PREFLIGHT)`` must give the whole-index verdict for every defect it can see.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from sglang_glm_mtp import synthetic
 from sglang_glm_mtp.checkpoint import jsonio
 from sglang_glm_mtp.checkpoint.index_scan import IndexScan
-from sglang_glm_mtp.checkpoint.inspection import _Inspection, inspect_checkpoint
+from sglang_glm_mtp.checkpoint.inspection import Scope, _Inspection, inspect_checkpoint
 from sglang_glm_mtp.checkpoint.source import LocalCheckpoint
 
 PREFIXES = ("model.layers.4.",)
@@ -120,11 +120,11 @@ def variants(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.mark.parametrize("code", CODES)
 def test_preflight_verdict_is_the_whole_index_verdict(variants: dict[str, Path], code: str) -> None:
     source = LocalCheckpoint(variants[code])
-    fast = _Inspection(source, integrity=False)
+    fast = _Inspection(source, Scope.PREFLIGHT)
     fast.run()
     assert fast.partial_index, "the draft-only read must serve the synthetic layouts (else this test proves nothing)"
-    got = inspect_checkpoint(source, integrity=False)
-    whole = _Inspection(source, integrity=False, whole_index=True).run()
+    got = inspect_checkpoint(source, Scope.PREFLIGHT)
+    whole = _Inspection(source, Scope.PREFLIGHT, whole_index=True).run()
     if code in LEFT_TO_SGLANG:
         assert got.status == "ready" and whole.status == "invalid"
         assert [p.code for p in whole.problems] == [code] and not got.problems
@@ -136,5 +136,5 @@ def test_without_msgspec_the_whole_index_is_read(variants: dict[str, Path], monk
     """msgspec is optional outside SGLang: without it the preflight decodes the whole index, same verdict."""
     monkeypatch.setattr(jsonio, "_msgspec", None)
     source = LocalCheckpoint(variants["ready"])
-    inspection = _Inspection(source, integrity=False)
+    inspection = _Inspection(source, Scope.PREFLIGHT)
     assert inspection.run().status == "ready" and not inspection.partial_index

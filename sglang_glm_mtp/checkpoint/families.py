@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from ..errors import GlmMtpError
+from .files import CONFIG_FILE
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ INT_FIELDS = (*CONFIG_LIMITS, "hidden_size", "intermediate_size", "moe_intermedi
 
 
 class ConfigError(GlmMtpError, ValueError):
-    """A config.json field that is missing, of the wrong type, or absurd; the message names it."""
+    """A config.json field that is missing, of the wrong type, or absurd; the message names it (and ``key``)."""
 
 
 #: The draft layer's tensor prefix in most checkpoints; ``{N}`` is the draft layer id. The only spelling
@@ -78,7 +79,7 @@ class Config:
 
     def __init__(self, raw: Mapping[str, Any]) -> None:
         if not isinstance(raw, Mapping):
-            raise ConfigError(f"config.json must be a JSON object, got {type(raw).__name__}")
+            raise ConfigError(f"config.json must be a JSON object, got {type(raw).__name__}", file=CONFIG_FILE)
         self.raw = dict(raw)
         for key in INT_FIELDS:  # fail fast, before any tensor list is built
             if self.raw.get(key) is not None:
@@ -93,13 +94,14 @@ class Config:
         if value is None:
             value = default
         if value is None:
-            raise ConfigError(f"config.json has no {key!r}, which this architecture needs")
+            raise ConfigError(f"config.json has no {key!r}, which this architecture needs", file=CONFIG_FILE, key=key)
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"config.json field {key!r} must be an integer, got {value!r}")
+            raise ConfigError(f"config.json field {key!r} must be an integer, got {value!r}", file=CONFIG_FILE,
+                              key=key)
         low, high = CONFIG_LIMITS.get(key, DEFAULT_INT_LIMITS)
         if not low <= value <= high:
             raise ConfigError(f"config.json field {key!r} = {value:,} is outside {low:,}..{high:,}; "
-                              "the file is corrupt (no real model comes near this)")
+                              "the file is corrupt (no real model comes near this)", file=CONFIG_FILE, key=key)
         return value
 
     @property
@@ -452,3 +454,10 @@ def family_for_draft_class(class_name: str) -> ModelFamily | None:
 
 def supported_architectures() -> list[str]:
     return [arch for family in FAMILIES for arch in family.architectures]
+
+def written_prefix(family: ModelFamily | None, layer: int) -> str:
+    """The prefix (trailing dot) graft and extract write layer ``layer`` under: the family's first accepted one.
+
+    Not ``layer_prefix(layer, template)``, which fills one template and has no dot.
+    """
+    return family.prefixes_for_layer(layer)[0] if family is not None else layer_prefix(layer) + "."

@@ -33,6 +33,7 @@ from ..text import short
 from . import quant_match
 from .draft_names import apply_name_map, draft_module, fp8_exclusions, regex_exclusions, remap_entries
 from .families import layer_prefix
+from .files import CONFIG_FILE, QUANT_FILE
 from .precision import Precision
 
 QuantSource = Literal["config.json", "hf_quant_config.json", "none"]
@@ -182,7 +183,32 @@ def _excluded_by(dialect: str, name: str, entries: tuple[str, ...]) -> bool:
 
 
 class QuantConfigError(GlmMtpError, ValueError):
-    """A quantization declaration SGLang could not use either; the message names file, key and entry."""
+    """A quantization declaration SGLang could not use either; the message names file, key and entry.
+
+    ``file`` is ``config.json`` or ``hf_quant_config.json``; ``key`` the field inside it (e.g.
+    ``quantization_config.ignore[3]``), None when the whole document is wrong.
+    """
+
+
+@dataclass(frozen=True)
+class _Where:
+    """A place in a quant config file, as messages name it: ``config.json quantization_config.ignore[3]``."""
+
+    file: str
+    key: str
+
+    def __str__(self) -> str:
+        return f"{self.file} {self.key}"
+
+    def child(self, key: str) -> _Where:
+        return _Where(self.file, f"{self.key}.{key}")
+
+    def item(self, position: int) -> _Where:
+        return _Where(self.file, f"{self.key}[{position}]")
+
+    def error(self, message: str) -> QuantConfigError:
+        """``<file> <key> <message>``, with ``file`` and ``key`` set for callers that branch on them."""
+        return QuantConfigError(f"{self} {message}", file=self.file, key=self.key)
 
 
 def read_quant_declaration(config: Mapping[str, Any], hf_quant_config: Any) -> QuantDeclaration:
@@ -192,9 +218,9 @@ def read_quant_declaration(config: Mapping[str, Any], hf_quant_config: Any) -> Q
     """
     flat = config.get("quantization_config")
     if flat is not None and not isinstance(flat, Mapping):
-        raise QuantConfigError(f"config.json quantization_config must be an object, got {short(flat)}")
+        raise _Where(CONFIG_FILE, "quantization_config").error(f"must be an object, got {short(flat)}")
     if flat:
-        where = "config.json quantization_config"
+        where = _Where(CONFIG_FILE, "quantization_config")
         method = _optional_str(flat, "quant_method", where)
         if method in CT_METHODS:
             return _compressed_tensors(flat, method, where)
@@ -208,19 +234,21 @@ def read_quant_declaration(config: Mapping[str, Any], hf_quant_config: Any) -> Q
         dialect = "fp8" if method == "fp8" else "modelopt"
         for key in EXCLUDE_KEYS[dialect] + (("ignore", "exclude_modules") if dialect == "fp8" else ()):
             if key in flat:
-                patterns = _entries(flat.get(key), f"{where}.{key}", globs=dialect == "modelopt")
+                patterns = _entries(flat.get(key), where.child(key), globs=dialect == "modelopt")
                 return QuantDeclaration("config.json", method, algo, patterns, key, flat)
         return QuantDeclaration("config.json", method, algo, (), EXCLUDE_KEYS[dialect][0], flat)
     if hf_quant_config is not None:
         if not isinstance(hf_quant_config, Mapping):
-            raise QuantConfigError(f"hf_quant_config.json must be a JSON object, got {short(hf_quant_config)}")
+            raise QuantConfigError(f"hf_quant_config.json must be a JSON object, got {short(hf_quant_config)}",
+                                   file=QUANT_FILE)
         nested = hf_quant_config.get("quantization")
         if nested is not None and not isinstance(nested, Mapping):
-            raise QuantConfigError(f"hf_quant_config.json 'quantization' must be an object, got {short(nested)}")
+            raise QuantConfigError(f"hf_quant_config.json 'quantization' must be an object, got {short(nested)}",
+                                   file=QUANT_FILE, key="quantization")
         if isinstance(nested, Mapping):
-            where = "hf_quant_config.json quantization"
+            where = _Where(QUANT_FILE, "quantization")
             return QuantDeclaration("hf_quant_config.json", "modelopt", _optional_str(nested, "quant_algo", where),
-                                    _entries(nested.get("exclude_modules"), f"{where}.exclude_modules", globs=True),
+                                    _entries(nested.get("exclude_modules"), where.child("exclude_modules"), globs=True),
                                     "exclude_modules", hf_quant_config)
     return QuantDeclaration("none", None, None)
 
@@ -228,38 +256,38 @@ def read_quant_declaration(config: Mapping[str, Any], hf_quant_config: Any) -> Q
 # ----------------------------------------------------------------------------- compressed-tensors
 
 
-def _compressed_tensors(flat: Mapping[str, Any], method: str, where: str) -> QuantDeclaration:
+def _compressed_tensors(flat: Mapping[str, Any], method: str, where: _Where) -> QuantDeclaration:
     fmt = _optional_str(flat, "format", where)
     if fmt is not None and fmt not in CT_FORMATS and fmt != "dense":
-        raise QuantConfigError(f"{where}.format {fmt!r} is not a compressed-tensors format SGLang 0.5.23 loads "
-                               f"({', '.join(CT_FORMATS)}); re-export the checkpoint with llm-compressor")
+        raise where.child("format").error(f"{fmt!r} is not a compressed-tensors format SGLang 0.5.23 loads "
+                                          f"({', '.join(CT_FORMATS)}); re-export the checkpoint with llm-compressor")
     groups = flat.get("config_groups")
     if groups is None:
         groups = {}
     if not isinstance(groups, Mapping):
-        raise QuantConfigError(f"{where}.config_groups must be an object of groups, got {short(groups)}")
+        raise where.child("config_groups").error(f"must be an object of groups, got {short(groups)}")
     precisions: set[Precision] = set()
     for name, group in groups.items():
-        here = f"{where}.config_groups.{name}"
+        here = where.child(f"config_groups.{name}")
         if not isinstance(group, Mapping):
-            raise QuantConfigError(f"{here} must be an object, got {short(group)}")
+            raise here.error(f"must be an object, got {short(group)}")
         weights = group.get("weights")
         if not isinstance(weights, Mapping):
-            raise QuantConfigError(f"{here} has no 'weights' object (got {short(weights)}); SGLang cannot build a "
-                                   "scheme without it: restore it from the release")
-        _entries(group.get("targets"), f"{here}.targets", globs=False)
+            raise here.error(f"has no 'weights' object (got {short(weights)}); SGLang cannot build a "
+                             "scheme without it: restore it from the release")
+        _entries(group.get("targets"), here.child("targets"), globs=False)
         precisions.add(_ct_weight_precision(weights, fmt, here))
     if not precisions:
         precisions.add(CT_FORMATS.get(fmt or "", "unknown"))
     scheme: Precision = precisions.pop() if len(precisions) == 1 else "mixed"
-    ignore = _entries(flat.get("ignore"), f"{where}.ignore", globs=False)
+    ignore = _entries(flat.get("ignore"), where.child("ignore"), globs=False)
     return QuantDeclaration("config.json", method, fmt, ignore, "ignore", flat, scheme=scheme)
 
 
-def _ct_weight_precision(weights: Mapping[str, Any], fmt: str | None, where: str) -> Precision:
+def _ct_weight_precision(weights: Mapping[str, Any], fmt: str | None, where: _Where) -> Precision:
     bits, kind = weights.get("num_bits"), weights.get("type", "int")
     if isinstance(bits, bool) or not isinstance(bits, int):
-        raise QuantConfigError(f"{where}.weights.num_bits must be an integer, got {short(bits)}")
+        raise where.child("weights.num_bits").error(f"must be an integer, got {short(bits)}")
     if kind == "float":
         if bits == 8:
             return "fp8"
@@ -273,14 +301,14 @@ def _ct_weight_precision(weights: Mapping[str, Any], fmt: str | None, where: str
 # ----------------------------------------------------------------------------- Quark
 
 
-def _quark(flat: Mapping[str, Any], where: str) -> QuantDeclaration:
+def _quark(flat: Mapping[str, Any], where: _Where) -> QuantDeclaration:
     global_config = flat.get("global_quant_config")
     if not isinstance(global_config, Mapping):
-        raise QuantConfigError(f"{where} (quant_method quark) has no global_quant_config object (got "
-                               f"{short(global_config)}); restore it from the release")
+        raise where.error(f"(quant_method quark) has no global_quant_config object (got {short(global_config)}); "
+                          "restore it from the release")
     weight = global_config.get("weight")
     scheme = _quark_weight_precision(weight)
-    exclude = _entries(flat.get("exclude"), f"{where}.exclude", globs=False)
+    exclude = _entries(flat.get("exclude"), where.child("exclude"), globs=False)
     label = weight[0].get("dtype") if isinstance(weight, list) and weight and isinstance(weight[0], Mapping) else (
         weight.get("dtype") if isinstance(weight, Mapping) else None)
     return QuantDeclaration("config.json", "quark", label if isinstance(label, str) else None, exclude, "exclude",
@@ -308,23 +336,23 @@ def _quark_weight_precision(weight: Any) -> Precision:
 # ----------------------------------------------------------------------------- shared validation
 
 
-def _optional_str(doc: Mapping[str, Any], key: str, where: str) -> str | None:
+def _optional_str(doc: Mapping[str, Any], key: str, where: _Where) -> str | None:
     value = doc.get(key)
     if value is not None and not isinstance(value, str):
-        raise QuantConfigError(f"{where}.{key} must be a string, got {short(value)}")
+        raise where.child(key).error(f"must be a string, got {short(value)}")
     return value
 
 
-def _entries(value: Any, where: str, *, globs: bool) -> tuple[str, ...]:
+def _entries(value: Any, where: _Where, *, globs: bool) -> tuple[str, ...]:
     """An exclude (or targets) list of strings SGLang can compile: ModelOpt globs, or names and ``re:`` regexes."""
     if value is None:
         return ()
     if not isinstance(value, list):
-        raise QuantConfigError(f"{where} must be a list of module names or patterns, got {short(value)}")
+        raise where.error(f"must be a list of module names or patterns, got {short(value)}")
     for position, entry in enumerate(value):
         if not isinstance(entry, str):
-            raise QuantConfigError(f"{where}[{position}] is {short(entry)}, not a module pattern; "
-                                   "remove it or write the pattern as a string")
+            raise where.item(position).error(f"is {short(entry)}, not a module pattern; "
+                                             "remove it or write the pattern as a string")
     for position, entry in enumerate(value):
         if globs and quant_match.REGEX_META.intersection(entry):  # literal text and '*' always compile
             pattern = quant_match.glob_regex(entry)
@@ -335,8 +363,8 @@ def _entries(value: Any, where: str, *, globs: bool) -> tuple[str, ...]:
         try:
             re.compile(pattern)
         except re.error as exc:
-            raise QuantConfigError(f"{where}[{position}] {entry!r} is not a valid pattern (SGLang compiles "
-                                   f"it as a regex: {exc}); fix or remove it") from None
+            raise where.item(position).error(f"{entry!r} is not a valid pattern (SGLang compiles it as a regex: "
+                                             f"{exc}); fix or remove it") from None
     return tuple(value)
 
 

@@ -85,6 +85,10 @@ class InspectionReport:
     locations: dict[str, TensorLocation] = field(default_factory=dict, repr=False)
     #: config.json as read, for compatibility checks (not serialised)
     config: dict[str, Any] = field(default_factory=dict, repr=False)
+    #: the ``missing`` tensors the index places in a damaged shard: there, but unreadable (not serialised)
+    damaged: list[str] = field(default_factory=list, repr=False)
+    #: ``remedy`` for a terminal: each command on a line of its own, the reason on another (not serialised)
+    remedy_lines: list[str] = field(default_factory=list, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -116,5 +120,5 @@ class InspectionReport:
 
 
 #: ``InspectionReport`` fields that stay in the process (graft reads them); docs/check-json.md lists the rest.
-_NOT_SERIALISED = frozenset({"locations", "config"})
+_NOT_SERIALISED = frozenset({"locations", "config", "damaged", "remedy_lines"})
 

@@ -118,11 +118,13 @@ class HubCheckpoint:
     """A Hub repo read through ``HfFileSystem`` (range reads, no whole-shard downloads)."""
 
     def __init__(self, repo_id: str, revision: str | None = None, *, endpoint: str | None = None,
-                 token: str | bool | None = None) -> None:
+                 token: str | bool | None = None, tried_locally: bool = False) -> None:
         from huggingface_hub import HfFileSystem
 
         self.repo_id = repo_id
         self.revision = revision
+        #: the name was first looked for as a local directory (``open_checkpoint``): errors say it is not one
+        self.tried_locally = tried_locally
         self.fs = HfFileSystem(endpoint=endpoint, token=token)
         rev = f"@{quote(revision, safe='')}" if revision else ""
         self._root = f"{repo_id}{rev}"
@@ -144,7 +146,7 @@ class HubCheckpoint:
             try:
                 entries = self.fs.ls(self._root, detail=True, refresh=True)
             except Exception as exc:  # huggingface_hub raises many error types; all mean "unreadable"
-                raise CheckpointUnreadable(hub_error(self.display, exc)) from None
+                raise CheckpointUnreadable(hub_error(self.display, exc, tried_locally=self.tried_locally)) from None
             self._listing = {e["name"].rsplit("/", 1)[-1]: int(e.get("size") or 0)
                              for e in entries if e.get("type") == "file"}
         return self._listing
@@ -202,21 +204,54 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def hub_error(what: str, exc: BaseException) -> str:
-    # HfFileSystem wraps RepositoryNotFound/RevisionNotFound in FileNotFoundError.
+def hub_error(what: str, exc: BaseException, *, tried_locally: bool = False) -> str:
+    """One line for a failed Hub read, chosen by the type of what huggingface_hub raised.
+
+    ``HfFileSystem`` raises ``FileNotFoundError`` *from* ``RepositoryNotFoundError`` (``GatedRepoError``
+    too) or ``RevisionNotFoundError``; ``OfflineModeIsEnabled`` (a ``ConnectionError``) under
+    ``HF_HUB_OFFLINE``; httpx's transport errors when the endpoint cannot be reached. ``tried_locally``:
+    ``what`` was first looked for as a local directory and is not one, so the line says that too.
+    """
+    from huggingface_hub.errors import OfflineModeIsEnabled, RepositoryNotFoundError, RevisionNotFoundError
+
+    causes = _causes(exc)
     cause = exc.__cause__ or exc
     kind = type(cause).__name__
-    text = str(exc)
-    if "repository not found" in text:
-        kind = "RepositoryNotFoundError"
-    elif "revision not found" in text:
-        kind = "RevisionNotFoundError"
-    if "RepositoryNotFound" in kind:
-        return f"no such Hub repo or local directory: {what}"
-    if "RevisionNotFound" in kind:
-        return f"no such revision on the Hub: {what}"
     first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else kind
-    return f"cannot read {what} from the Hub ({kind}: {first_line})"
+    if any(isinstance(c, RepositoryNotFoundError) for c in causes):
+        return f"no such Hub repo or local directory: {what}"
+    if any(isinstance(c, RevisionNotFoundError) for c in causes):
+        return f"no such revision on the Hub: {what}"
+    if not tried_locally:
+        return f"cannot read {what} from the Hub ({kind}: {first_line})"
+    if any(isinstance(c, OfflineModeIsEnabled) for c in causes):
+        return (f"no local directory {what}, and offline mode is on ({HF_OFFLINE_ENV} is set), so the Hub was not "
+                "asked for a repo of that name")
+    if any(isinstance(c, _unreachable()) for c in causes):
+        return (f"no local directory {what}, and the Hub cannot be reached to look for a repo of that name "
+                f"({kind}: {first_line})")
+    return f"no local directory {what}, and cannot read it from the Hub ({kind}: {first_line})"
+
+
+#: huggingface_hub's switch for "never ask the Hub" (its own constant, HF_HUB_OFFLINE).
+HF_OFFLINE_ENV = "HF_HUB_OFFLINE"
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """``exc`` and what raised it, following ``raise ... from`` (HfFileSystem wraps Hub errors this way)."""
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__
+    return chain
+
+
+def _unreachable() -> tuple[type[BaseException], ...]:
+    """The errors that mean "the endpoint did not answer": httpx's (huggingface_hub 1.x) and the builtins."""
+    import httpx
+
+    return (httpx.NetworkError, httpx.TimeoutException, httpx.ProxyError, ConnectionError, TimeoutError)
 
 
 def open_checkpoint(spec: str, *, endpoint: str | None = None) -> CheckpointSource:
@@ -229,7 +264,7 @@ def open_checkpoint(spec: str, *, endpoint: str | None = None) -> CheckpointSour
     match = _HUB_ID.match(spec)
     if match is None or spec.startswith((".", "/", "~")):
         raise CheckpointUnreadable(f"no such directory: {spec}")
-    return HubCheckpoint(match["repo"], match["rev"], endpoint=endpoint)
+    return HubCheckpoint(match["repo"], match["rev"], endpoint=endpoint, tried_locally=True)
 
 
 def resolve_cached_hub_snapshot(repo_id: str, revision: str | None) -> Path | None:

@@ -31,7 +31,7 @@ def format_report(report: InspectionReport) -> str:
             f"draft layer:  {report.draft_prefix}"
             + (" (standalone draft checkpoint)" if report.standalone_draft else ""),
             f"  tensors:    {count(report.found_tensors)} found / {count(report.expected_tensors)} expected"
-            + (f", {count(len(report.missing))} missing" if report.missing else ""),
+            + _not_found(report),
             f"  precision:  {report.draft_precision or 'n/a'}",
             f"  bytes:      {size(report.draft_bytes)}",
             f"  shards:     {shards}",
@@ -40,14 +40,22 @@ def format_report(report: InspectionReport) -> str:
     for problem in report.problems:
         lines.append(f"  [{problem.severity}] {problem.code}: {problem.message}")
     if report.remedy:
-        lines += ["remedy:", f"  {report.remedy}"]
+        lines += ["remedy:", *(f"  {line}" for line in report.remedy_lines or [report.remedy])]
     return "\n".join(lines)
 
 
-def _check(args: argparse.Namespace) -> int:
-    from ..checkpoint.inspection import inspect_checkpoint
+def _not_found(report: InspectionReport) -> str:
+    """``, 35 missing``; tensors the index places in a damaged shard are there, only unreadable."""
+    absent = len(report.missing) - len(report.damaged)
+    return ((f", {count(absent)} missing" if absent else "")
+            + (f", {count(len(report.damaged))} in a damaged shard" if report.damaged else ""))
 
-    report = inspect_checkpoint(args.model, endpoint=args.endpoint, all_headers=args.all_headers)
+
+def _check(args: argparse.Namespace) -> int:
+    from ..checkpoint.inspection import Scope, inspect_checkpoint
+
+    scope = Scope.INTEGRITY if args.all_headers else Scope.CHECK
+    report = inspect_checkpoint(args.model, scope=scope, endpoint=args.endpoint)
     lineage = _lineage(args) if args.source else None
     if args.json:
         doc = report.to_json()
@@ -67,7 +75,7 @@ def _check(args: argparse.Namespace) -> int:
 def _lineage(args: argparse.Namespace) -> Any:
     """Is SOURCE the release TARGET was quantized from? The comparison graft runs before writing anything."""
     from ..checkpoint.source import open_checkpoint
-    from ..graft.lineage import compare_lineage
+    from ..checkpoint.lineage import compare_lineage
 
     return compare_lineage(open_checkpoint(args.model, endpoint=args.endpoint),
                            open_checkpoint(args.source, endpoint=args.endpoint))

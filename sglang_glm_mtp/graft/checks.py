@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..checkpoint.families import Config, ModelFamily, family_for
+from ..checkpoint.families import Config, ModelFamily, family_for, written_prefix
 from ..checkpoint.files import QUANT_FILE
 from ..checkpoint.inspection import inspect_checkpoint
 from ..checkpoint.provenance import base_model
@@ -13,7 +13,6 @@ from ..checkpoint.report import DAMAGE_CODES, InspectionReport, Problem
 from ..checkpoint.source import (CheckpointSource, LocalCheckpoint, is_hub_repo_id, open_checkpoint,
                                  resolve_cached_hub_snapshot)
 from ..errors import CheckpointUnreadable, GraftError, UsageError
-from .records import written_prefix
 
 
 

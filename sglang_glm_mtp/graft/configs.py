@@ -16,11 +16,10 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ..checkpoint import jsonio
-from ..checkpoint.families import ModelFamily
+from ..checkpoint.families import ModelFamily, written_prefix
 from ..checkpoint.files import QUANT_FILE
 from ..checkpoint.quant_config import EXCLUDE_KEYS, QuantConfigError, QuantDeclaration, read_quant_declaration
 from ..errors import CheckpointUnreadable, GraftError
-from .records import written_prefix
 
 
 @dataclass

@@ -44,7 +44,7 @@ from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 from ..errors import GraftError
 from .checksum import Hasher, new_hasher
-from .readers import RangeReader, truncated
+from ..checkpoint.range_reads import RangeReader, truncated
 
 logger = logging.getLogger(__name__)
 

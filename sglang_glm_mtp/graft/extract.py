@@ -18,6 +18,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from ..checkpoint.families import written_prefix
 from ..checkpoint.files import CONFIG_FILE, QUANT_FILE
 from ..checkpoint.quant_config import EXCLUDE_KEYS, read_quant_declaration
 from ..checkpoint.report import InspectionReport
@@ -27,7 +28,7 @@ from ..errors import GraftError, UsageError
 from .checks import open_source, source_report
 from .commit import finish_plan, interrupted_commit
 from .plan import source_copies, source_identity
-from .records import ConfigEdit, GraftPlan, written_prefix
+from .records import ConfigEdit, GraftPlan
 from .shards import choose_names, merged_ranges
 from .space import check_out_dir, finalize_space, small_files
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..checkpoint.families import ModelFamily, family_for
+from ..checkpoint.families import ModelFamily, family_for, written_prefix
 from ..checkpoint.files import CONFIG_FILE, QUANT_FILE
 from ..checkpoint.inspection import inspect_checkpoint
 from ..checkpoint.report import InspectionReport
@@ -27,9 +27,9 @@ from .checks import (cached_target, check_compatible, check_target_status, local
                      target_release)
 from .commit import aside_name, finish_plan, interrupted_commit
 from .configs import quant_edits, read_json_file
-from .lineage import OPT_OUT_FLAG, LineageReport, compare_lineage
+from ..checkpoint.lineage import OPT_OUT_FLAG, LineageReport, compare_lineage
 from .records import (BACKUP_SUFFIX, DEFAULT_MAX_SHARD_SIZE, ConfigEdit, Displaced, GraftPlan,
-                      Mode, NewShard, TensorCopy, written_prefix)
+                      Mode, NewShard, TensorCopy)
 from .shards import (TargetShard, choose_names, draft_shard_name, file_identity, merged_ranges, read_journal,
                      scan_target, split_like_hf)
 from .space import check_out_dir, finalize_space, small_files

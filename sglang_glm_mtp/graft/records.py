@@ -10,8 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ..checkpoint import families
-from ..checkpoint.families import ModelFamily, family_for
+from ..checkpoint.families import family_for, written_prefix
 from ..checkpoint.report import Problem
 from ..checkpoint.source import CheckpointSource
 from ..checkpoint.files import INDEX_FILE
@@ -35,14 +34,6 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf", ".h5
 
 Mode = Literal["in-place", "overlay", "overlay-only", "extract"]
 Origin = Literal["source", "target"]
-
-
-def written_prefix(family: ModelFamily | None, layer: int) -> str:
-    """The prefix (trailing dot) graft and extract write layer ``layer`` under: the family's first accepted one.
-
-    Not ``checkpoint.families.layer_prefix(layer, template)``, which fills one template and has no dot.
-    """
-    return family.prefixes_for_layer(layer)[0] if family is not None else families.layer_prefix(layer) + "."
 
 
 def partial_path(dest: Path, name: str) -> Path:

@@ -14,7 +14,8 @@ from ..errors import GraftError
 from . import checksum
 from .commit import commit, finish
 from .copying import DEFAULT_WORKERS, workers_from_env
-from .readers import HubReader, RangeReader, open_readers
+from ..checkpoint.range_reads import HubReader, RangeReader
+from .readers import open_readers
 from .records import LOCK_FILE, GraftPlan, GraftReport, ShardResult
 from .sizes import human_bytes
 from .verify import check_staged, final_check, staged_files

@@ -22,7 +22,7 @@ from ..checkpoint.writer import atomic_write_json
 from ..errors import GraftError
 from . import checksum
 from .copying import HASH_CHUNK, Piece, copy_parallel, hash_range
-from .readers import RangeReader
+from ..checkpoint.range_reads import RangeReader
 from .records import JOURNAL_EVERY_BYTES, JOURNAL_EVERY_S, GraftPlan, NewShard, ShardResult, journal_path, partial_path
 from .shards import read_journal
 

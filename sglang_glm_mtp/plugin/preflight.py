@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from ..checkpoint.families import family_for
-from ..checkpoint.inspection import inspect_checkpoint
+from ..checkpoint.inspection import Scope, inspect_checkpoint
 from ..checkpoint.report import InspectionReport
 from ..checkpoint.source import CheckpointSource
 from ..errors import CheckpointUnreadable, GlmMtpError
@@ -138,7 +138,7 @@ def inspect_draft(source: CheckpointSource) -> InspectionReport:
     loader's to judge, and it does: safetensors refuses a truncated shard, and SGLang an index naming a shard
     that is not on disk. Reading every header, or decoding a 232k-entry index, would cost the launch the
     time the preflight must not. A layer that is not ready is judged on the whole index (as ``check`` does)."""
-    return inspect_checkpoint(source, integrity=False)
+    return inspect_checkpoint(source, scope=Scope.PREFLIGHT)
 
 
 def format_refusal(report: InspectionReport) -> str:

@@ -22,14 +22,13 @@ import logging
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from ..checkpoint.families import Config, family_for
-from ..checkpoint.safetensors_format import PREFIX_BYTES, HeaderError, ShardHeader, parse_length_prefix, read_header
-from ..checkpoint.source import CheckpointSource, HubCheckpoint
-from ..checkpoint.writer import INDEX_FILE
 from ..errors import CheckpointUnreadable, GraftError
 from ..text import listed
-from .readers import HubReader, LocalReader, RangeReader
-from .records import written_prefix as layer_prefix  # records.written_prefix (#19 moves lineage.py)
+from .families import Config, family_for, written_prefix
+from .files import CONFIG_FILE, INDEX_FILE
+from .range_reads import HubReader, LocalReader, RangeReader
+from .safetensors_format import PREFIX_BYTES, HeaderError, ShardHeader, parse_length_prefix, read_header
+from .source import CheckpointSource, HubCheckpoint
 
 logger = logging.getLogger(__name__)
 
@@ -200,11 +199,11 @@ def sample_names(config: dict[str, Any], names: set[str]) -> list[str]:
     cfg = Config(config)
     family = family_for(cfg.architecture)
     layers = cfg.int("num_hidden_layers", 0)
-    moe = [i for i in range(layers) if layer_prefix(family, i) + "mlp.gate.weight" in names]
+    moe = [i for i in range(layers) if written_prefix(family, i) + "mlp.gate.weight" in names]
     pool = moe or list(range(layers))
     picked = sorted({pool[0], pool[len(pool) // 2], pool[-1]}) if pool else []
     picked = picked[:LAYERS_SAMPLED]
-    wanted = list(GLOBAL_TENSORS) + [layer_prefix(family, i) + t for i in picked for t in LAYER_TENSORS]
+    wanted = list(GLOBAL_TENSORS) + [written_prefix(family, i) + t for i in picked for t in LAYER_TENSORS]
     return [n for n in wanted if n in names]
 
 
@@ -220,9 +219,9 @@ def _window(nbytes: int, item: int) -> tuple[int, int]:
 def compare_lineage(target: CheckpointSource, source: CheckpointSource) -> LineageReport:
     """Compare the tensors TARGET and SOURCE both store unquantized; bounded bytes, read by offset."""
     report = LineageReport(target=target.display, source=source.display, verdict="not-comparable")
-    config = target.read_json("config.json")
+    config = target.read_json(CONFIG_FILE)
     if not isinstance(config, dict):
-        report.skipped["config.json"] = "TARGET has no readable config.json"
+        report.skipped[CONFIG_FILE] = "TARGET has no readable config.json"
         return report
     tside, sside = _Side(target, "target", report), _Side(source, "source", report)
     try:
@@ -241,25 +240,31 @@ def _compare(config: dict[str, Any], tside: _Side, sside: _Side, report: Lineage
         if name not in tside.weight_map or name not in sside.weight_map:
             report.skipped[name] = f"not in {'TARGET' if name not in tside.weight_map else 'SOURCE'}"
     for name in sample_names(config, set(tside.weight_map) & set(sside.weight_map)):
-        t_header, s_header = tside.header(tside.weight_map[name]), sside.header(sside.weight_map[name])
-        if isinstance(t_header, str) or isinstance(s_header, str):
-            report.skipped[name] = t_header if isinstance(t_header, str) else s_header  # type: ignore[assignment]
-            continue
-        te, se = t_header.tensors.get(name), s_header.tensors.get(name)
-        if te is None or se is None:
-            report.skipped[name] = f"the index names it but the {'TARGET' if te is None else 'SOURCE'} shard lacks it"
-            continue
-        if te.dtype not in UNQUANTIZED_DTYPES:
-            report.skipped[name] = f"TARGET stores it quantized ({te.dtype})"
-            continue
-        if (te.dtype, tuple(te.shape)) != (se.dtype, tuple(se.shape)):
-            report.skipped[name] = (f"stored differently: TARGET {te.dtype} {list(te.shape)}, SOURCE {se.dtype} "
-                                    f"{list(se.shape)}")
-            continue
-        start, end = _window(te.nbytes, max(1, te.nbytes // max(1, _elements(te.shape))))
-        t_digest = tside.window(tside.weight_map[name], t_header.data_start + te.begin + start, end - start)
-        s_digest = sside.window(sside.weight_map[name], s_header.data_start + se.begin + start, end - start)
-        report.compared.append(ComparedTensor(name, te.dtype, tuple(te.shape), (start, end), t_digest, s_digest))
+        outcome = _compare_one(name, tside, sside)
+        if isinstance(outcome, str):
+            report.skipped[name] = outcome
+        else:
+            report.compared.append(outcome)
+
+
+def _compare_one(name: str, tside: _Side, sside: _Side) -> ComparedTensor | str:
+    """Both sides' digests of one tensor's window, or why it cannot be compared."""
+    t_header, s_header = tside.header(tside.weight_map[name]), sside.header(sside.weight_map[name])
+    if isinstance(t_header, str):
+        return t_header
+    if isinstance(s_header, str):
+        return s_header
+    te, se = t_header.tensors.get(name), s_header.tensors.get(name)
+    if te is None or se is None:
+        return f"the index names it but the {'TARGET' if te is None else 'SOURCE'} shard lacks it"
+    if te.dtype not in UNQUANTIZED_DTYPES:
+        return f"TARGET stores it quantized ({te.dtype})"
+    if (te.dtype, tuple(te.shape)) != (se.dtype, tuple(se.shape)):
+        return f"stored differently: TARGET {te.dtype} {list(te.shape)}, SOURCE {se.dtype} {list(se.shape)}"
+    start, end = _window(te.nbytes, max(1, te.nbytes // max(1, _elements(te.shape))))
+    t_digest = tside.window(tside.weight_map[name], t_header.data_start + te.begin + start, end - start)
+    s_digest = sside.window(sside.weight_map[name], s_header.data_start + se.begin + start, end - start)
+    return ComparedTensor(name, te.dtype, tuple(te.shape), (start, end), t_digest, s_digest)
 
 
 def _elements(shape: Any) -> int:
