@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, BinaryIO, Callable, Iterable, Iterator, Mapping
 
 from .files import INDEX_FILE
 from .safetensors_format import ShardHeader, TensorSpec, build_header
 
-__all__ = ["INDEX_FILE", "atomic_write_bytes", "atomic_write_json", "index_document", "make_temp", "write_shard"]
+__all__ = ["INDEX_FILE", "atomic_file", "atomic_write_bytes", "atomic_write_json", "index_document", "make_temp", "write_shard"]
 
 
 def _default_mode() -> int:
@@ -41,18 +42,28 @@ def shard_name(i: int, n: int, stem: str = "model") -> str:
     return f"{stem}-{i:05d}-of-{n:05d}.safetensors"
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a same-folder temp file, fsync and rename."""
+@contextmanager
+def atomic_file(path: Path) -> Iterator[BinaryIO]:
+    """A handle on a same-folder temp file that becomes ``path`` (fsync, rename) only if the block completes.
+
+    On any exception, interrupts included, the temp file is removed and ``path`` is as it was.
+    """
     fd, tmp = make_temp(path)
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         _unlink_quietly(tmp)
         raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a same-folder temp file, fsync and rename."""
+    with atomic_file(path) as handle:
+        handle.write(data)
 
 
 def atomic_write_json(path: Path, doc: Any) -> None:
@@ -75,24 +86,16 @@ def write_shard(path: Path, specs: Iterable[TensorSpec], fill: Callable[[TensorS
     (``truncate`` to full length): a layout-only shard with a real header that costs no disk.
     """
     header_bytes, header = build_header(specs, metadata if metadata is not None else {"format": "pt"})
-    fd, tmp = make_temp(path)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(header_bytes)
-            if fill is None:
-                handle.truncate(header.expected_file_size)
-            else:
-                for entry in sorted(header.tensors.values(), key=lambda t: t.begin):
-                    fill(TensorSpec(entry.name, entry.dtype, entry.shape), handle)
-                if handle.tell() != header.expected_file_size:
-                    raise AssertionError(f"{path.name}: wrote {handle.tell()} bytes, header says "
-                                         f"{header.expected_file_size}")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        _unlink_quietly(tmp)
-        raise
+    with atomic_file(path) as handle:
+        handle.write(header_bytes)
+        if fill is None:
+            handle.truncate(header.expected_file_size)
+        else:
+            for entry in sorted(header.tensors.values(), key=lambda t: t.begin):
+                fill(TensorSpec(entry.name, entry.dtype, entry.shape), handle)
+            if handle.tell() != header.expected_file_size:
+                raise AssertionError(f"{path.name}: wrote {handle.tell()} bytes, header says "
+                                     f"{header.expected_file_size}")
     return header
 
 

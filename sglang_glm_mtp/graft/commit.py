@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from ..checkpoint.writer import INDEX_FILE, atomic_write_bytes, atomic_write_json, make_temp
+from ..checkpoint.writer import INDEX_FILE, atomic_file, atomic_write_bytes, atomic_write_json, make_temp
 from .records import (BACKUP_SUFFIX, JOURNAL_SUFFIX, PARTIAL_SUFFIX, STATE_FILE, GraftPlan, GraftReport, Mode,
                       journal_path, partial_path)
 
@@ -82,25 +82,15 @@ def _replace_link(link: Path, target: Path) -> None:
 
 
 def _copy_small(plan: GraftPlan, name: str) -> None:
-    dest = plan.dest / name
-    fd, tmp = make_temp(dest)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            if plan.small_file_origin == "target":
-                assert plan.target_dir is not None
-                with open(plan.target_dir / name, "rb") as src:
-                    shutil.copyfileobj(src, out, 1 << 20)
-            else:
-                assert plan.source_obj is not None
-                with plan.source_obj.open(name) as src:
-                    shutil.copyfileobj(src, out, 1 << 20)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with atomic_file(plan.dest / name) as out:
+        if plan.small_file_origin == "target":
+            assert plan.target_dir is not None
+            with open(plan.target_dir / name, "rb") as src:
+                shutil.copyfileobj(src, out, 1 << 20)
+        else:
+            assert plan.source_obj is not None
+            with plan.source_obj.open(name) as src:
+                shutil.copyfileobj(src, out, 1 << 20)
 
 
 def commit(plan: GraftPlan, report: GraftReport) -> None:
