@@ -37,10 +37,12 @@ def _outcome(fn: Callable[[], Any]) -> dict[str, Any]:
 def _resolved(server_args: Any) -> dict[str, Any]:
     from sglang.srt.arg_groups.overrides import resolved_view
 
+    from sglang_glm_mtp.plugin.state import plugin_state
+
     view = resolved_view(server_args)
     return {"spec_runner": view.speculative_moe_runner_backend, "target_runner": view.moe_runner_backend,
             "spec_a2a": view.speculative_moe_a2a_backend, "algorithm": view.speculative_algorithm,
-            "state": getattr(server_args, "_glm_mtp_state", None),
+            "state": plugin_state(server_args).server_info(),
             "sources": [src for src, _ in getattr(server_args, "_resolved_overrides", [])]}
 
 
