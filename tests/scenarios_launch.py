@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from scenarios_resolution import _resolved, resolve
 
-from sglang_glm_mtp.gpu_emulation import error_fields
+from sglang_glm_mtp.demo.gpu_emulation import error_fields
 
 
 class _Warnings(logging.Handler):

@@ -5,7 +5,7 @@ process (SGLang's imports cost seconds and leave process-global state: plugins l
 once per process, resolution hooks cannot be unregistered). Prints one ``RESULT:``
 JSON line. Faked, because it needs a GPU: the GPU generation (SGLang's own
 ``override_platform`` test primitive plus ``torch.cuda.get_device_capability``, from
-``sglang_glm_mtp/gpu_emulation.py``, shared with the demo).
+``sglang_glm_mtp/demo/gpu_emulation.py``, shared with the demo).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import os
 import sys
 from typing import Any, Callable
 
-from sglang_glm_mtp.gpu_emulation import emulated_platform, error_fields
+from sglang_glm_mtp.demo.gpu_emulation import emulated_platform, error_fields
 
 
 def resolve(argv: list[str], generation: str, **facts: Any) -> Any:

@@ -30,7 +30,7 @@ import sys
 import types
 from typing import Any, Callable, Iterator
 
-from sglang_glm_mtp.gpu_emulation import emulate_device_capability, emulated_platform
+from sglang_glm_mtp.demo.gpu_emulation import emulate_device_capability, emulated_platform
 
 PLUGIN = "glm_mtp"
 _state: dict[str, Any] = {"generation": None, "parallel": False, "plugins": None}
@@ -60,7 +60,7 @@ def emulate_quark_capability(generation: str) -> None:
     for the generation before it builds an FP8 or MXFP4 linear; answer as ``generation``."""
     from sglang.srt.layers.quantization.quark import quark
 
-    from sglang_glm_mtp.gpu_emulation import GENERATIONS
+    from sglang_glm_mtp.demo.gpu_emulation import GENERATIONS
 
     capability = GENERATIONS[generation]["device_capability"]
     quark.get_device_capability = lambda *a, **k: capability

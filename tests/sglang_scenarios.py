@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import sglang_harness as harness  # noqa: E402  (path set above; this file runs as a script)
 import sglang_internals as internals  # noqa: E402
 
-from sglang_glm_mtp.gpu_emulation import error_fields  # noqa: E402
+from sglang_glm_mtp.demo.gpu_emulation import error_fields  # noqa: E402
 
 LAYER = 4  # the tiny fixtures' draft layer (num_hidden_layers)
 

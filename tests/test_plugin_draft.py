@@ -613,6 +613,7 @@ def test_explicit_draft_quantization_stands_when_sglangs_view_fails(prec: dict[s
     assert not case["ok"] and "Downcasting not allowed" in case["error"], case
     assert any("--speculative-draft-model-quantization fp8 was given" in line for line in case["logs"]), case["logs"]
     plain = ok(prec["cases"]["bf16_in_fp8_target_view_fails"], "bf16_in_fp8_target_view_fails")
-    assert plain["facts"]["decoder_quant"] is None and plain["facts"]["experts"]["method"] == "UnquantizedFusedMoEMethod"
+    facts = plain["facts"]
+    assert facts["decoder_quant"] is None and facts["experts"]["method"] == "UnquantizedFusedMoEMethod", facts
     warnings = [line for line in plain["logs"] if "cannot read SGLang's resolved view" in line]
     assert warnings and all("simulated: resolved_view failed" in line for line in warnings), plain["logs"]
