@@ -611,7 +611,6 @@ def test_explicit_draft_quantization_stands_when_sglangs_view_fails(prec: dict[s
     view means "not given" (the record says so): the plugin builds the BF16 layer as stored."""
     case = prec["cases"]["bf16_in_fp8_target_explicit_view_fails"]
     assert not case["ok"] and "Downcasting not allowed" in case["error"], case
-    assert any("--speculative-draft-model-quantization fp8 was given" in line for line in case["logs"]), case["logs"]
     plain = ok(prec["cases"]["bf16_in_fp8_target_view_fails"], "bf16_in_fp8_target_view_fails")
     facts = plain["facts"]
     assert facts["decoder_quant"] is None and facts["experts"]["method"] == "UnquantizedFusedMoEMethod", facts

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import subprocess
 import sys
 import types
 from dataclasses import fields
@@ -97,6 +98,11 @@ def test_record_pickles_and_crosses_json(ocr_result: PreflightResult) -> None:
     state = PluginState(architecture=OCR, draft_path="/m", preflight=ocr_result,
                         moe_runner=RunnerChoice(None, "user-flag", "given"))
     assert pickle.loads(pickle.dumps(state)) == state
+    # and in another interpreter, as a spawned scheduler unpickles it (without SGLang: the record needs none)
+    code = ("import pickle, sys; state = pickle.loads(sys.stdin.buffer.read()); "
+            "print(state.draft_layer_name(), state.moe_runner.rule, type(state.preflight).__name__)")
+    proc = subprocess.run([sys.executable, "-c", code], input=pickle.dumps(state), capture_output=True, timeout=120)
+    assert proc.stdout.decode().split() == [ocr_result.draft_prefix, "user-flag", "PreflightResult"], proc.stderr
     assert PluginState.from_dict(json.loads(json.dumps(state.to_dict()))) == state
     assert PluginState.from_dict(None) == PluginState()
 
