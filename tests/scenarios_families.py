@@ -27,7 +27,7 @@ from sglang_mode import scenario_main  # noqa: E402
 
 
 def _error(exc: BaseException) -> dict[str, Any]:
-    from sglang_glm_mtp.gpu_emulation import error_fields
+    from sglang_glm_mtp.demo.gpu_emulation import error_fields
 
     return {**error_fields(exc), "where": "".join(traceback.format_exception(exc)[-8:])}
 

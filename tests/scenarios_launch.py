@@ -14,7 +14,9 @@ import logging
 import sys
 from typing import Any, Callable
 
-from scenarios_resolution import _outcome, _resolved, resolve
+from scenarios_resolution import _resolved, resolve
+
+from sglang_glm_mtp.demo.gpu_emulation import error_fields
 
 
 class _Warnings(logging.Handler):
@@ -39,7 +41,7 @@ def _outcome_with_frames(fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     except Exception as exc:
         frames = [f"{f.filename}:{f.lineno}" for f in traceback.extract_tb(exc.__traceback__)
                   if "sglang_glm_mtp" in f.filename]
-        return {**_outcome(lambda: (_ for _ in ()).throw(exc)), "plugin_frames": frames}
+        return {**error_fields(exc), "plugin_frames": frames}
 
 
 def family_launch(params: dict[str, Any]) -> dict[str, Any]:

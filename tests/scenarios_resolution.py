@@ -5,7 +5,7 @@ process (SGLang's imports cost seconds and leave process-global state: plugins l
 once per process, resolution hooks cannot be unregistered). Prints one ``RESULT:``
 JSON line. Faked, because it needs a GPU: the GPU generation (SGLang's own
 ``override_platform`` test primitive plus ``torch.cuda.get_device_capability``, from
-``sglang_glm_mtp/gpu_emulation.py``, shared with the demo).
+``sglang_glm_mtp/demo/gpu_emulation.py``, shared with the demo).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import os
 import sys
 from typing import Any, Callable
 
-from sglang_glm_mtp.gpu_emulation import emulated_platform, error_fields
+from sglang_glm_mtp.demo.gpu_emulation import emulated_platform, error_fields
 
 
 def resolve(argv: list[str], generation: str, **facts: Any) -> Any:
@@ -37,10 +37,12 @@ def _outcome(fn: Callable[[], Any]) -> dict[str, Any]:
 def _resolved(server_args: Any) -> dict[str, Any]:
     from sglang.srt.arg_groups.overrides import resolved_view
 
+    from sglang_glm_mtp.plugin.state import plugin_state
+
     view = resolved_view(server_args)
     return {"spec_runner": view.speculative_moe_runner_backend, "target_runner": view.moe_runner_backend,
             "spec_a2a": view.speculative_moe_a2a_backend, "algorithm": view.speculative_algorithm,
-            "state": getattr(server_args, "_glm_mtp_state", None),
+            "state": plugin_state(server_args).server_info(),
             "sources": [src for src, _ in getattr(server_args, "_resolved_overrides", [])]}
 
 

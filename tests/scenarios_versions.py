@@ -57,8 +57,8 @@ def family_degradation(params: dict[str, Any]) -> dict[str, Any]:
         return _resolved(server_args[-1])
 
     out["default"] = _outcome(default)
-    out["main_section"] = server_info.main_process_state(server_args[-1]) if server_args else None
-    out["scheduler_section"] = server_info.plugin_state()
+    out["main_section"] = server_info.main_process_section(server_args[-1]) if server_args else None
+    out["scheduler_section"] = server_info.scheduler_section()
     if params.get("missing_model"):
         out["missing_layer"] = _outcome(lambda: _resolved(resolve(
             ["--model-path", params["missing_model"], "--device", "cuda", "--speculative-algorithm", "NEXTN"],

@@ -30,7 +30,7 @@ import sys
 import types
 from typing import Any, Callable, Iterator
 
-from sglang_glm_mtp.gpu_emulation import emulate_device_capability, emulated_platform
+from sglang_glm_mtp.demo.gpu_emulation import emulate_device_capability, emulated_platform
 
 PLUGIN = "glm_mtp"
 _state: dict[str, Any] = {"generation": None, "parallel": False, "plugins": None}
@@ -60,7 +60,7 @@ def emulate_quark_capability(generation: str) -> None:
     for the generation before it builds an FP8 or MXFP4 linear; answer as ``generation``."""
     from sglang.srt.layers.quantization.quark import quark
 
-    from sglang_glm_mtp.gpu_emulation import GENERATIONS
+    from sglang_glm_mtp.demo.gpu_emulation import GENERATIONS
 
     capability = GENERATIONS[generation]["device_capability"]
     quark.get_device_capability = lambda *a, **k: capability
@@ -206,9 +206,14 @@ def build_draft(model_dir: str, extra_argv: list[str] | tuple[str, ...] = (), *,
 
     server_args = prepare_and_publish(draft_argv(model_dir, extra_argv), generation=generation, world_rank=world_rank)
     if drop_preflight_state:
+        from dataclasses import replace
+
         from sglang.srt.runtime_context import get_context
 
-        (getattr(get_context().server_args, "_glm_mtp_state", None) or {}).pop("preflight", None)
+        from sglang_glm_mtp.plugin.state import plugin_state, set_plugin_state
+
+        published = get_context().server_args
+        set_plugin_state(published, replace(plugin_state(published), preflight=None))
     init_parallel_once(server_args, port=port)
     initialize_moe_config()  # scheduler.py does this after publish; it carries the speculative MoE backend
     model_config = ModelConfig.from_server_args(server_args, model_path=get_spec().speculative_draft_model_path,

@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import sglang_harness as harness  # noqa: E402  (path set above; this file runs as a script)
 import sglang_internals as internals  # noqa: E402
 
-from sglang_glm_mtp.gpu_emulation import error_fields  # noqa: E402
+from sglang_glm_mtp.demo.gpu_emulation import error_fields  # noqa: E402
 
 LAYER = 4  # the tiny fixtures' draft layer (num_hidden_layers)
 
@@ -105,12 +105,12 @@ def _relation(param: Any, tensor: Any, rank: int, size: int) -> str:
 
 def ckpt_name(param_name: str) -> str | None:
     """SGLang's NextN rename rule, backwards: draft parameter -> model.layers.N.* checkpoint name."""
-    from sglang_glm_mtp.plugin.draft_precision import NEXTN_SPEC_NAMES
+    from sglang_glm_mtp.checkpoint.draft_names import NEXTN_TOP_LEVEL
 
     if param_name.startswith("model.decoder."):
         return f"model.layers.{LAYER}." + param_name[len("model.decoder."):]
     rest = param_name[len("model."):]
-    if any(rest.startswith(spec) for spec in NEXTN_SPEC_NAMES):
+    if any(rest.startswith(spec + ".") for spec in NEXTN_TOP_LEVEL):
         return f"model.layers.{LAYER}." + rest
     return None
 
@@ -221,12 +221,35 @@ def run_case(case: dict[str, Any], logs: harness.LogCapture, *, values: bool = T
         result["seconds"] = round(time.perf_counter() - started, 2)
         return result
 
-    with _stock_quant_config(case.get("stock_quant_config", False)):
+    with _stock_quant_config(case.get("stock_quant_config", False)), _failing_view(case.get("fail_resolved_view")):
         outcome = _with_env(case.get("env"), build)
     outcome["coverage"] = _coverage_result()
     outcome["spec"] = harness.resolved_spec()
     outcome["logs"] = logs.messages("glm_mtp")
     return outcome
+
+
+@contextlib.contextmanager
+def _failing_view(active: bool | None) -> Iterator[None]:
+    """Fault injection: SGLang's ``resolved_view`` raises when the plugin calls it, as a renamed or broken SGLang
+    internal would; SGLang's own calls (publication) and the published ServerArgs stay real."""
+    if not active:
+        yield
+        return
+    from sglang.srt.arg_groups import overrides
+
+    real = overrides.resolved_view
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        if sys._getframe(1).f_globals.get("__name__", "").startswith("sglang_glm_mtp."):
+            raise RuntimeError("simulated: resolved_view failed")
+        return real(*args, **kwargs)
+
+    overrides.resolved_view = broken
+    try:
+        yield
+    finally:
+        overrides.resolved_view = real
 
 
 @contextlib.contextmanager
@@ -304,6 +327,8 @@ def _quant_config_decisions() -> dict[str, Any]:
     from sglang.srt.runtime_context import get_context
 
     from sglang_glm_mtp.plugin.draft_precision import resolve_nextn_quant_config
+    from sglang_glm_mtp.plugin.preflight import PreflightResult
+    from sglang_glm_mtp.plugin.state import PluginState, plugin_state, set_plugin_state
 
     targets = {
         "fp8": lambda: Fp8Config(is_checkpoint_fp8_serialized=True, weight_block_size=[128, 128]),
@@ -311,14 +336,15 @@ def _quant_config_decisions() -> dict[str, Any]:
         "modelopt_fp4": lambda: ModelOptFp4Config.from_config(internals.modelopt_fp4_config(["lm_head"])),
     }
     server_args = get_context().server_args
-    saved = getattr(server_args, "_glm_mtp_state", None)
+    saved = plugin_state(server_args)
     logs = harness.capture_logs("sglang_glm_mtp.plugin.draft_precision")
     out: dict[str, Any] = {}
     try:
         for target_name, make in targets.items():
             for storage in ("bf16", "fp8", "nvfp4"):
-                setattr(server_args, "_glm_mtp_state", {"preflight": {
-                    "draft_precision": storage, "found_tensors": 35, "draft_layer": LAYER, "draft_shards": ["x"]}})
+                set_plugin_state(server_args, PluginState(preflight=PreflightResult(
+                    checkpoint="x", status="ready", architecture="", draft_layer=LAYER, found_tensors=35,
+                    expected_tensors=35, draft_precision=storage, target_precision=None, draft_shards=["x"])))
                 target = make()
                 logs.clear()
                 try:
@@ -334,7 +360,7 @@ def _quant_config_decisions() -> dict[str, Any]:
                     "block": getattr(resolved, "weight_block_size", None),
                     "errors": [m for n, lvl, m in logs.records if lvl == "ERROR"]}
     finally:
-        setattr(server_args, "_glm_mtp_state", saved)
+        set_plugin_state(server_args, saved)
         logging.getLogger("sglang_glm_mtp.plugin.draft_precision").removeHandler(logs)
     return out
 

@@ -15,8 +15,11 @@ from typing import Any, Iterator
 
 import pytest
 
+from sglang_glm_mtp import synthetic
 from sglang_glm_mtp.plugin import canary, settings
+from sglang_glm_mtp.plugin.preflight import run_preflight
 from sglang_glm_mtp.plugin.settings import CanarySettings
+from sglang_glm_mtp.plugin.state import PluginState
 
 LOGGER = "sglang_glm_mtp.plugin.canary"
 
@@ -41,8 +44,9 @@ def steps(rep: Any, n: int, bs: int, accept_length: float) -> None:
 
 
 def published(monkeypatch: pytest.MonkeyPatch, *, architecture: str | None = "GlmMoeDsaForCausalLM",
-              num_draft_tokens: int | None = 4, algorithm: str | None = "EAGLE") -> None:
-    state = {"architecture": architecture} if architecture else {}
+              num_draft_tokens: int | None = 4, algorithm: str | None = "EAGLE",
+              state: PluginState | None = None) -> None:
+    state = state or PluginState(architecture=architecture)
     server_args = types.SimpleNamespace(_glm_mtp_state=state)
     spec = types.SimpleNamespace(speculative_num_draft_tokens=num_draft_tokens, speculative_algorithm=algorithm,
                                  speculative_draft_model_path="/models/GLM-5.2-NVFP4")
@@ -108,6 +112,27 @@ def test_published_config_names_the_checkpoint(monkeypatch: pytest.MonkeyPatch,
     assert "Run: sglang-glm-mtp check /models/GLM-5.2-NVFP4" in message
     assert "no startup preflight ran" in message
     assert canary.canary_snapshot()["num_draft_tokens"] == 4
+
+
+@pytest.mark.parametrize("family, architecture", [("glm-ocr", "GlmOcrForConditionalGeneration"),
+                                                  ("glm5.3-flash", "Glm5NextForConditionalGeneration")])
+def test_startup_evidence_spells_the_draft_layer_as_the_checkpoint_does(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, tmp_path: Path, family: str,
+        architecture: str) -> None:
+    """GLM-OCR and GLM-5.3-Flash keep their draft layer under ``model.language_model.layers.N`` (families.py); the
+    record the preflight wrote carries that spelling and the ERROR names it (it used to say ``model.layers.N``)."""
+    caplog.set_level(logging.DEBUG, logger=LOGGER)
+    checkpoint = synthetic.tiny_bf16(tmp_path / family, family)
+    result = run_preflight(str(checkpoint), None, architecture)
+    assert result is not None and result.status == "ready"
+    layer = f"model.language_model.layers.{result.draft_layer}"
+    assert result.draft_prefix == layer
+    published(monkeypatch, state=PluginState(architecture=architecture, draft_path=str(checkpoint), preflight=result))
+    canary.configure_canary(CanarySettings(warmup_steps=10))
+    steps(reporter(), 10, 4, 1.0)
+    (message,) = errors(caplog)
+    assert f"Seen at startup: draft layer {layer} ready, {result.found_tensors}/{result.found_tensors} tensors, " \
+           "stored bf16" in message, message
 
 
 @pytest.mark.parametrize("architecture", ["Qwen3NextForCausalLM", None])

@@ -9,7 +9,10 @@ from pathlib import Path
 import pytest
 from sglang_mode import plugin_only, run_in_own_group, subprocess_env
 
-from sglang_glm_mtp import cli, demo
+from sglang_glm_mtp import cli
+from sglang_glm_mtp.demo import run as demo
+from sglang_glm_mtp.demo import sglang_child
+from sglang_glm_mtp.demo.results import DemoStep
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -83,7 +86,7 @@ def test_demo_without_sglang_skips_those_steps(tmp_path: Path, monkeypatch: pyte
 
 
 def test_demo_library_reports_each_step(tmp_path: Path) -> None:
-    seen: list[demo.DemoStep] = []
+    seen: list[DemoStep] = []
     result = demo.run_demo(tmp_path, "RTX PRO 6000", with_sglang=False, on_step=seen.append)
     assert result.ok and result.generation == "sm120" and seen == result.steps
     assert [s.kind for s in seen] == ["build", "check", "sglang", "graft", "check", "sglang"]
@@ -110,7 +113,7 @@ def test_demo_never_clears_a_folder_it_did_not_make(tmp_path: Path, capsys: pyte
 def test_demo_reports_a_failing_sglang_process_and_goes_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setattr(demo, "sglang_available", lambda: True)
-    monkeypatch.setattr(demo, "RESOLVER_MODULE", "sglang_glm_mtp.no_such_module")  # the child dies at once
+    monkeypatch.setattr(sglang_child, "RESOLVER_MODULE", "sglang_glm_mtp.no_such_module")  # the child dies at once
     assert cli.main(["demo", "--workdir", str(tmp_path)]) == 1
     out = capsys.readouterr().out
     assert out.count("<- NOT AS EXPECTED") == 2 and "FAILED: the SGLang process ended unexpectedly (exit 1)" in out

@@ -383,6 +383,10 @@ def prec(ckpt: dict[str, Path]) -> dict[str, Any]:
          "argv": TRITON + ["--speculative-draft-model-quantization", "fp8"], **blackwell},
         {"name": "bf16_in_fp8_target_stock", "model": str(ckpt["bf16_in_fp8_target"]), "argv": TRITON,
          "stock_quant_config": True, **blackwell},
+        {"name": "bf16_in_fp8_target_explicit_view_fails", "model": str(ckpt["bf16_in_fp8_target"]),
+         "argv": TRITON + ["--speculative-draft-model-quantization", "fp8"], "fail_resolved_view": True, **blackwell},
+        {"name": "bf16_in_fp8_target_view_fails", "model": str(ckpt["bf16_in_fp8_target"]), "argv": TRITON,
+         "fail_resolved_view": True, **blackwell},
     ]
     return run_family("draft_precision", {"cases": cases, "generation": "sm100", "exclusion_model": nvfp4})
 
@@ -597,3 +601,18 @@ def test_explicit_draft_quantization_is_left_to_sglang(prec: dict[str, Any]) -> 
     case = prec["cases"]["bf16_in_fp8_target_explicit"]
     assert not case["ok"] and "Downcasting not allowed" in case["error"], case
     assert prec["cases"]["bf16_in_fp8_target"]["ok"]
+
+
+@plugin_only
+def test_explicit_draft_quantization_stands_when_sglangs_view_fails(prec: dict[str, Any]) -> None:
+    """The user's flag is never overridden, even when SGLang's ``resolved_view`` raises for the plugin (a renamed
+    internal): the real published ServerArgs holds the flag as given, so SGLang's FP8 config stands and SGLang
+    fails exactly as in ``test_explicit_draft_quantization_is_left_to_sglang``. Without the flag, the same broken
+    view means "not given" (the record says so): the plugin builds the BF16 layer as stored."""
+    case = prec["cases"]["bf16_in_fp8_target_explicit_view_fails"]
+    assert not case["ok"] and "Downcasting not allowed" in case["error"], case
+    plain = ok(prec["cases"]["bf16_in_fp8_target_view_fails"], "bf16_in_fp8_target_view_fails")
+    facts = plain["facts"]
+    assert facts["decoder_quant"] is None and facts["experts"]["method"] == "UnquantizedFusedMoEMethod", facts
+    warnings = [line for line in plain["logs"] if "cannot read SGLang's resolved view" in line]
+    assert warnings and all("simulated: resolved_view failed" in line for line in warnings), plain["logs"]

@@ -56,3 +56,43 @@ def test_targets_is_a_leaf_that_the_others_read() -> None:
     readers = {m for m, deps in graph.items() if "targets" in deps}
     assert {"registration", "strict", "canary", "draft_precision"} <= readers
     assert not any("registration" in deps for deps in graph.values()), "nothing imports registration back"
+
+
+#: The only sub-packages that may import SGLang: the plugin, and the demo's SGLang child (and its GPU emulation).
+SGLANG_DOORS = ("plugin", "demo")
+PACKAGE_DIR = PLUGIN_DIR.parent
+
+
+def _sglang_imports(path: Path) -> list[str]:
+    """Every ``sglang`` module a file imports: ``import``/``from`` statements anywhere, and
+    ``importlib.import_module("sglang...")`` / ``__import__("sglang...")`` with a literal name."""
+    names: list[str] = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.append(node.module)
+        elif isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
+            func = node.func
+            called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            if called in ("import_module", "__import__") and isinstance(node.args[0].value, str):
+                names.append(node.args[0].value)
+    return [name for name in names if name == "sglang" or name.startswith("sglang.")]
+
+
+def test_only_the_plugin_and_the_demo_import_sglang() -> None:
+    """SGLang sits behind two doors: ``plugin/`` and ``demo/``. Everything else (check, graft, extract, bench, the
+    CLI) runs on a box without SGLang, and a new SGLang release is supported by editing those two folders."""
+    by_door: dict[str, list[str]] = {door: [] for door in SGLANG_DOORS}
+    outside: dict[str, list[str]] = {}
+    for path in sorted(PACKAGE_DIR.rglob("*.py")):
+        relative = path.relative_to(PACKAGE_DIR)
+        found = _sglang_imports(path)
+        if not found:
+            continue
+        if relative.parts[0] in SGLANG_DOORS:
+            by_door[relative.parts[0]] += found
+        else:
+            outside[str(relative)] = found
+    assert outside == {}, f"only {SGLANG_DOORS} may import sglang: {outside}"
+    assert all(by_door.values()), f"the check must see the doors' own imports: {by_door}"

@@ -1,4 +1,4 @@
-"""``demo`` sub-command: prints each step of ``demo.run_demo`` as it finishes.
+"""``demo`` sub-command: prints each step of ``demo.run.run_demo`` as it finishes.
 
 Exit 0 when every step behaved as the demo expects (a refusal where it should refuse),
 1 otherwise, 2 for unusable arguments.
@@ -11,7 +11,8 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from ..demo import DEFAULT_GPU, GPUS, BuildResult, DemoResult, DemoStep, SglangStep, generation_for, run_demo
+from ..demo.results import BuildResult, DemoResult, DemoStep, SglangStep
+from ..demo.run import DEFAULT_GPU, GPUS, generation_for, run_demo
 from ._format import out as _out
 from .check import format_report
 
@@ -46,7 +47,7 @@ def format_step(step: DemoStep, *, show_session: bool = True) -> str:
 
 
 def _build(built: BuildResult) -> str:
-    layer = f"model.layers.{built.draft_layer}"
+    layer = built.draft_prefix
     return _indent("\n".join([
         f"original: {built.original}",
         f"          BF16, {built.draft_layer} decoder layers + the MTP draft layer {layer} "
@@ -85,21 +86,20 @@ def _sglang(data: SglangStep, show_session: bool = True, ok: bool = True) -> str
         lines.append("without the plugin, SGLang 0.5.23 starts on this checkpoint, loads nothing into the draft and "
                      "serves garbage drafts (accept length ~1) without an error")
     else:
-        preflight = outcome.state.get("preflight") or {}
+        preflight = outcome.state.preflight
         runner = outcome.runner_decision
         lines.append(f"ACCEPTED: speculative algorithm NEXTN (served as {outcome.algorithm}), "
                      f"{outcome.num_steps} steps, {outcome.num_draft_tokens} draft tokens")
         if preflight:
             built = "unquantized (BF16)" if outcome.draft_precision == "bf16" else f"as {outcome.draft_precision}"
-            lines.append(f"draft layer:      model.layers.{preflight.get('draft_layer')}, "
-                         f"{preflight.get('found_tensors')}/{preflight.get('expected_tensors')} tensors, stored "
-                         f"{outcome.draft_precision}: built {built} inside the {preflight.get('target_precision')} "
-                         "target")
-        chooser = f"chosen by glm_mtp, rule {runner['rule']}" if runner.get("rule") else "SGLang's default"
+            lines.append(f"draft layer:      {outcome.state.draft_layer_name()}, "
+                         f"{preflight.found_tensors}/{preflight.expected_tensors} tensors, stored "
+                         f"{outcome.draft_precision}: built {built} inside the {preflight.target_precision} target")
+        chooser = f"chosen by glm_mtp, rule {runner.rule}" if runner and runner.rule else "SGLang's default"
         lines.append(f"draft MoE runner: {outcome.draft_runner} ({chooser}); target MoE runner: "
                      f"{outcome.target_runner}")
-        if runner.get("reason"):
-            lines.append(_indent("\n".join(textwrap.wrap(f"why: {runner['reason']}", 100)), "  "))
+        if runner and runner.reason:
+            lines.append(_indent("\n".join(textwrap.wrap(f"why: {runner.reason}", 100)), "  "))
     return _indent("\n".join(lines))
 
 

@@ -30,6 +30,7 @@ from typing import Any
 
 from . import settings
 from .settings import CanarySettings
+from .state import PluginState, published_state
 
 logger = logging.getLogger(__name__)
 
@@ -88,12 +89,13 @@ class _Canary:
         """First verify step in this process: decide once whether there is anything to judge."""
         state, num_draft_tokens, draft_path = _published_facts()
         self.num_draft_tokens = num_draft_tokens
-        self.draft_path = draft_path or (state.get("preflight") or {}).get("checkpoint")
+        preflight = state.preflight if state else None
+        self.draft_path = draft_path or (preflight.checkpoint if preflight else None) or (state and state.draft_path)
         self.logs_here = bool(getattr(reporter, "is_stats_logging_rank", True))
         from ..checkpoint.families import family_for
 
-        if state is not _UNPUBLISHED:  # nothing published: keep the check advice
-            self.known_family = family_for(state.get("architecture") or "") is not None
+        if state is not None:  # nothing published: keep the check advice
+            self.known_family = family_for(state.architecture or "") is not None
         if num_draft_tokens is not None and num_draft_tokens < self.settings.min_draft_tokens:
             self.active = False
             self.reason = (f"speculative_num_draft_tokens={num_draft_tokens}: nothing to accept "
@@ -176,61 +178,60 @@ class _Canary:
             tripped=self.tripped, trips=self.trips)
 
 
-_UNPUBLISHED: dict[str, Any] = {}
 _CANARY = _Canary()
+#: What reading a published spec may raise: not published (ValueError), a leaf this SGLang lacks (AttributeError),
+#: a value that is not a number (TypeError, ValueError).
+_SPEC_ERRORS = (ValueError, AttributeError, TypeError)
 
 
-def _published_facts() -> tuple[dict[str, Any], int | None, str | None]:
-    """The plugin's resolution state and the spec facts of this scheduler's published config."""
-    from .resolution import STATE_ATTR
-
-    runtime = sys.modules.get("sglang.srt.runtime_context")  # never import SGLang from here
-    try:
-        state = getattr(runtime.get_context().server_args, STATE_ATTR, None) or {}
-    except Exception:  # nothing published (a bare reporter): judge the numbers alone
-        return _UNPUBLISHED, None, None
+def _published_facts() -> tuple[PluginState | None, int | None, str | None]:
+    """The plugin's record (None: nothing published, a bare reporter) and this scheduler's spec facts."""
+    state = published_state()  # never imports SGLang
+    runtime = sys.modules.get("sglang.srt.runtime_context")
+    if state is None or runtime is None:
+        return None, None, None
     try:
         spec = runtime.get_spec()
         tokens = spec.speculative_num_draft_tokens
         return state, (int(tokens) if tokens is not None else None), spec.speculative_draft_model_path
-    except Exception:
+    except _SPEC_ERRORS:  # judge the numbers alone
         return state, None, None
 
 
 def _speculative_configured() -> bool:
     """False only when this process's published config has no speculative algorithm."""
     runtime = sys.modules.get("sglang.srt.runtime_context")
+    if runtime is None:
+        return True  # nothing published: unknown, assume it may come
     try:
         return runtime.get_spec().speculative_algorithm is not None
-    except Exception:  # nothing published: unknown, assume it may come
+    except _SPEC_ERRORS:  # nothing published: unknown, assume it may come
         return True
 
 
 def _startup_evidence() -> list[str]:
     """What the plugin saw at startup that points at a cause (read only when tripping)."""
-    from ..checkpoint.families import layer_prefix
     from .coverage import LAST_RESULT
 
     facts: list[str] = []
-    state, _, _ = _published_facts()
-    preflight = state.get("preflight") or {}
-    if preflight.get("skipped"):
+    state = published_state()
+    preflight = state.preflight if state else None
+    if preflight is not None and preflight.skipped:
         facts.append(f"the startup preflight was skipped ({settings.SKIP_PREFLIGHT_ENV}=1): the draft layer "
                      "was never checked before launch")
-    elif preflight:
-        where = preflight.get("draft_prefix") or layer_prefix(preflight.get("draft_layer"))
-        facts.append(f"draft layer {where} {preflight.get('status')}, "
-                     f"{preflight.get('found_tensors')}/{preflight.get('expected_tensors')} tensors, stored "
-                     f"{preflight.get('draft_precision')}")
-    elif state is not _UNPUBLISHED:
+    elif preflight is not None:
+        facts.append(f"draft layer {state.draft_layer_name()} {preflight.status}, "
+                     f"{preflight.found_tensors}/{preflight.expected_tensors} tensors, stored "
+                     f"{preflight.draft_precision}")
+    elif state is not None:
         facts.append("no startup preflight ran (draft path not readable before launch, or skipped)")
     if LAST_RESULT.get("skipped"):
         facts.append(f"the post-load coverage check was skipped ({settings.SKIP_COVERAGE_ENV}=1)")
     elif LAST_RESULT.get("uncovered"):
         facts.append(f"{len(LAST_RESULT['uncovered'])} draft parameters received no checkpoint tensor")
-    runner = state.get("moe_runner") or {}
-    if runner:
-        facts.append(f"draft MoE runner {runner.get('backend')} ({runner.get('rule')})")
+    runner = state.moe_runner if state else None
+    if runner is not None:
+        facts.append(f"draft MoE runner {runner.backend} ({runner.rule})")
     return facts
 
 

@@ -25,17 +25,17 @@ from __future__ import annotations
 import copy
 import logging
 import sys
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 from ..checkpoint.draft_names import remap_entries, remap_globs
-from ..checkpoint.families import LAYER_PREFIX, draft_layer_id, family_for_draft_class, layer_prefix
+from ..checkpoint.families import draft_layer_id, family_for_draft_class, layer_prefix
 from ..checkpoint.precision import QUANTIZED
+from ..checkpoint.source import CheckpointSource
+from ..errors import GlmMtpError
+from .state import PluginState, published_server_args, published_state
 from .targets import NVFP4_OVERRIDERS, QUANT_CONSTRUCTORS
 
 logger = logging.getLogger(__name__)
-
-#: MTP-only checkpoint names that SGLang's NextN loader renames to ``model.*`` (the rest go to ``model.decoder.*``).
-NEXTN_SPEC_NAMES = ("shared_head.norm", "eh_proj", "enorm", "hnorm")
 
 _logged: set[str] = set()
 
@@ -47,59 +47,90 @@ def _log_once(message: str, *args: Any) -> None:
         logger.info(text)
 
 
-def draft_storage(config: Any) -> tuple[str | None, str]:
-    """(precision, evidence) of the draft layer, from the preflight state or a fresh header read."""
-    from sglang.srt.runtime_context import get_spec
+class DraftStorage(NamedTuple):
+    """How the draft layer is stored, the evidence for the log line, and the checkpoint's spelling of the layer."""
 
+    precision: str | None
+    evidence: str
+    prefix: str | None = None
+
+
+def draft_storage() -> DraftStorage:
+    """How the draft layer is stored, from the preflight record or a fresh header read."""
     from .draft_source import open_draft_source
-    from .preflight import inspect_draft
-    from .resolution import STATE_ATTR
 
-    state = _published_state(STATE_ATTR)
-    preflight = (state or {}).get("preflight")
-    if preflight and not preflight.get("skipped"):  # the main process read these headers: same answer
-        shards = ", ".join(preflight.get("draft_shards") or []) or "no shard"
-        where = preflight.get("draft_prefix") or layer_prefix(preflight.get("draft_layer"))
-        return preflight.get("draft_precision"), f"{preflight.get('found_tensors', 0)} tensors of {where} in {shards}"
-    spec = get_spec()
-    path, revision = spec.speculative_draft_model_path, spec.speculative_draft_model_revision
-    if not path:  # SGLang fills in no draft path for some families (GLM-5.3-Flash): the draft is the target
-        from sglang.srt.runtime_context import get_model
-
-        path, revision = get_model().model_path, get_model().revision
+    state = published_state() or PluginState()
+    preflight = state.preflight
+    if preflight is not None and not preflight.skipped:  # the main process read these headers: same answer
+        shards = ", ".join(preflight.draft_shards) or "no shard"
+        where = state.draft_layer_name()
+        return DraftStorage(preflight.draft_precision, f"{preflight.found_tensors} tensors of {where} in {shards}",
+                            preflight.draft_prefix)
+    path, revision = _published_draft_location()
     found = open_draft_source(path, revision) if path else None
     if found is None or found.source is None:
-        return None, f"draft checkpoint not readable before load ({found.why if found else 'no path'})"
+        return DraftStorage(None, f"draft checkpoint not readable before load ({found.why if found else 'no path'})")
+    return _stored_precision(found.source)
+
+
+def _published_draft_location() -> tuple[str | None, str | None]:
+    """What this scheduler loads the draft from; (None, None) when no config is published."""
+    from sglang.srt.runtime_context import get_model, get_spec
+
     try:
-        report = inspect_draft(found.source)
-    except Exception as exc:  # unreadable or malformed: SGLang's own quant config stands, coverage still judges
-        return None, f"draft checkpoint unreadable ({type(exc).__name__}: {exc})"
-    where = report.draft_prefix or layer_prefix(report.draft_layer)
-    return report.draft_precision, f"{report.found_tensors} tensors of {where} in " \
-                                   f"{', '.join(report.draft_shards) or 'no shard'}"
+        spec = get_spec()
+        if spec.speculative_draft_model_path:
+            return spec.speculative_draft_model_path, spec.speculative_draft_model_revision
+        model = get_model()  # SGLang fills in no draft path for some families (GLM-5.3-Flash): the draft is the target
+        return model.model_path, model.revision
+    except ValueError:  # "config namespace ... not published": a draft built outside a scheduler
+        return None, None
 
 
-def _published_state(attr: str) -> dict[str, Any] | None:
+def _stored_precision(source: CheckpointSource) -> DraftStorage:
+    from .preflight import inspect_draft
+
     try:
-        from sglang.srt.runtime_context import get_context
+        report = inspect_draft(source)
+    except (GlmMtpError, OSError) as exc:  # unreadable or malformed: SGLang's own quant config stands, coverage judges
+        return DraftStorage(None, f"draft checkpoint unreadable ({type(exc).__name__}: {exc})")
+    except Exception as exc:  # a plugin bug must not fail a draft build SGLang can do: said, with its traceback
+        logger.warning("glm_mtp: reading the draft layer's headers failed (%s: %s); SGLang's quant config for the "
+                       "draft stands, the post-load coverage check still judges the layer", type(exc).__name__, exc,
+                       exc_info=True)
+        return DraftStorage(None, f"draft checkpoint not read ({type(exc).__name__}: {exc})")
+    where = report.draft_prefix or "the draft layer"  # the family's spelling this checkpoint uses
+    shards = ", ".join(report.draft_shards) or "no shard"
+    return DraftStorage(report.draft_precision, f"{report.found_tensors} tensors of {where} in {shards}",
+                        report.draft_prefix)
 
-        return getattr(get_context().server_args, attr, None)
-    except Exception:  # not published (unit tests building the model directly)
+
+def explicit_draft_quantization() -> str | None:
+    """The user's own ``--speculative-draft-model-quantization``, else None.
+
+    The record's input field is the user's flag as given (SGLang's resolution declares its defaults beside it and
+    never writes the field), so a flag given is seen without asking SGLang anything; SGLang's own
+    ``_speculative_draft_quantization_explicitly_set`` (on the resolved view) is asked only when the field is empty,
+    and a view that cannot be read then means "not given", said in a WARNING.
+    """
+    server_args = published_server_args()
+    if server_args is None:  # nothing published (a draft built outside a scheduler): nothing was given
         return None
-
-
-def _explicit_draft_quantization() -> str | None:
-    """The user's own ``--speculative-draft-model-quantization`` (SGLang records whether it was given), else None."""
+    given = getattr(server_args, "speculative_draft_model_quantization", None)
+    if given is not None:
+        return given
     try:
         from sglang.srt.arg_groups.overrides import resolved_view
-        from sglang.srt.runtime_context import get_context
 
-        view = resolved_view(get_context().server_args)
-    except Exception:  # nothing published (a draft built outside a scheduler): nothing was given
+        view = resolved_view(server_args)
+        explicit = bool(getattr(view, "_speculative_draft_quantization_explicitly_set", False))
+        value = view.speculative_draft_model_quantization if explicit else None
+    except Exception as exc:  # SGLang's own view of its record: any failure is SGLang's, the raw field answered
+        logger.warning("glm_mtp: cannot read SGLang's resolved view of the server args (%s: %s); "
+                       "--speculative-draft-model-quantization was not given, so the draft is built as stored",
+                       type(exc).__name__, exc, exc_info=True)
         return None
-    if not getattr(view, "_speculative_draft_quantization_explicitly_set", False):
-        return None
-    return view.speculative_draft_model_quantization or "unquant"
+    return (value or "unquant") if explicit else None
 
 
 def resolve_nextn_quant_config(original_fn: Callable[..., Any], model: Any, config: Any, quant_config: Any) -> Any:
@@ -119,12 +150,14 @@ def init_with_draft_quant_config(original_fn: Callable[..., Any], module: Any, c
     return original_fn(module, config, draft_quant_config(quant_config, config, classes), *args, **kwargs)
 
 
-def _draft_layer_name(config: Any, class_names: list[str]) -> tuple[int, str]:
-    """The draft layer id and its checkpoint prefix (the family of the first known class name)."""
+def _draft_layer_name(config: Any, class_names: list[str], stored: str | None = None) -> tuple[int, str]:
+    """The draft layer id and its checkpoint prefix: the spelling the checkpoint was read with (``stored``) when it
+    is one the family of the first known class name accepts (GLM-5.3-Flash accepts two), else the family's first."""
     text = getattr(config, "text_config", None) or config
     layer = draft_layer_id(int(getattr(text, "num_hidden_layers", 0) or 0))
     family = next((f for f in map(family_for_draft_class, class_names) if f), None)
-    return layer, layer_prefix(layer, family.draft_prefixes[0] if family else LAYER_PREFIX)
+    spellings = [p[:-1] for p in family.prefixes_for_layer(layer)] if family else [layer_prefix(layer)]
+    return layer, stored if stored in spellings else spellings[0]
 
 
 #: SGLang quant config names (``get_name()``) whose draft the plugin builds from the checkpoint's storage.
@@ -135,13 +168,13 @@ def draft_quant_config(resolved: Any, config: Any, class_names: list[str] | None
     """The config to build the draft with, given what SGLang resolved and what the checkpoint stores."""
     if resolved is None or resolved.get_name() not in DECIDED_METHODS:
         return resolved  # BF16 target, or a method we do not second-guess
-    explicit = _explicit_draft_quantization()
+    explicit = explicit_draft_quantization()
     if explicit is not None:
         _log_once("glm_mtp: --speculative-draft-model-quantization %s was given; the draft's quant config (%s) is "
                   "left as SGLang resolved it", explicit, resolved.get_name())
         return resolved
-    precision, evidence = draft_storage(config)
-    layer, name = _draft_layer_name(config, class_names or [])
+    precision, evidence, stored_prefix = draft_storage()
+    layer, name = _draft_layer_name(config, class_names or [], stored_prefix)
     target = resolved.get_name()
     if precision == "bf16":
         _log_once("glm_mtp: draft %s is stored BF16 (%s); building it unquantized (target keeps %s)",

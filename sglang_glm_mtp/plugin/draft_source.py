@@ -23,10 +23,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..text import truthy
 from ..checkpoint.files import CONFIG_FILE, INDEX_FILE
 from ..checkpoint.source import (CheckpointSource, HubCheckpoint, LocalCheckpoint, is_hub_repo_id,
                                  resolve_cached_hub_snapshot)
+from ..errors import CheckpointUnreadable
+from ..text import truthy
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +65,8 @@ def cache_holds_checkpoint(cache: LocalCheckpoint) -> tuple[bool, str]:
         try:
             weight_map = cache.read_json(INDEX_FILE).get("weight_map")
             shards = {str(v) for v in weight_map.values()}
-        except Exception as exc:  # malformed index: the full inspection reports it, the cache proves nothing
+        except (CheckpointUnreadable, AttributeError, TypeError) as exc:  # unreadable, not JSON, or not a mapping of
+            # names to shards: the full inspection reports it, the cache proves nothing
             return False, f"the cached {INDEX_FILE} is unreadable ({type(exc).__name__})"
         absent = sorted(s for s in shards if not (folder / s).is_file())
         if absent:

@@ -24,7 +24,6 @@ from .draft_source import open_draft_source
 logger = logging.getLogger(__name__)
 
 
-
 class DraftCheckpointError(GlmMtpError, ValueError):
     """The draft checkpoint cannot serve MTP; a ValueError, as SGLang's own argument errors are."""
 
@@ -35,7 +34,7 @@ class DraftLayerMissingError(DraftCheckpointError):
 
 @dataclass(frozen=True)
 class PreflightResult:
-    """What the preflight saw; stored on the ServerArgs record for the scheduler and server info."""
+    """What the preflight saw; part of the plugin's record on ServerArgs (``state.PluginState``)."""
 
     checkpoint: str
     status: str
@@ -47,11 +46,14 @@ class PreflightResult:
     target_precision: str | None
     draft_shards: list[str]
     skipped: bool = False
+    #: the draft layer as this checkpoint spells it (families.py: ``model.language_model.layers.16`` for GLM-OCR)
+    draft_prefix: str | None = None
 
     @classmethod
     def from_report(cls, report: InspectionReport) -> "PreflightResult":
         return cls(report.checkpoint, report.status, report.architecture, report.draft_layer, report.found_tensors,
-                   report.expected_tensors, report.draft_precision, report.target_precision, report.draft_shards)
+                   report.expected_tensors, report.draft_precision, report.target_precision,
+                   list(report.draft_shards), draft_prefix=report.draft_prefix)
 
     @classmethod
     def not_run(cls, checkpoint: str, architecture: str) -> "PreflightResult":

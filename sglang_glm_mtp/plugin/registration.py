@@ -71,7 +71,8 @@ def _register_resolution_step(step: Callable[..., Any]) -> None:
 
     try:
         register_resolution_hook(targets.RESOLUTION_STEP)(step)
-    except Exception as exc:  # e.g. the step was renamed: SGLang refuses an unknown name
+    except Exception as exc:  # e.g. the step was renamed: SGLang refuses an unknown name (ValueError on 0.5.22-23)
+        logger.debug("glm_mtp: registering the resolution step failed here", exc_info=True)
         availability.mark_unavailable(targets.RESOLUTION_HOOKS, f"{targets.RESOLUTION_STEP!r}: {type(exc).__name__}: "
                                       f"{exc}", warn=availability.is_main_process())
 

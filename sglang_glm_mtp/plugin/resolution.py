@@ -3,33 +3,26 @@
 Wraps ``handle_speculative_decoding``: after SGLang's own step has mapped NEXTN to
 EAGLE, set the draft path and inherited the draft MoE runner, this runs the preflight
 and, unless the user chose one, declares the draft MoE runner from the rule table.
-What it found and decided travels to the schedulers on the ServerArgs record as
-``_glm_mtp_state`` (underscore attributes survive SGLang's pickling).
+What it found and decided is the plugin's record on ServerArgs (``state.PluginState``),
+which travels to the schedulers inside the pickled ServerArgs.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import logging
+from dataclasses import replace
 from typing import Any, Callable
 
 from ..checkpoint.quant_config import precision_of_method
 from ..runner_rules import RunnerDecision, RunnerFacts, choose_draft_runner
 from . import settings, upstream
 from .preflight import PreflightResult, run_preflight
+from .state import PluginState, RunnerChoice, set_plugin_state
 
 logger = logging.getLogger(__name__)
 
-STATE_ATTR = "_glm_mtp_state"
 DECLARATION_SOURCE = "glm_mtp"
-
-
-def state_of(server_args: Any) -> dict[str, Any]:
-    state = getattr(server_args, STATE_ATTR, None)
-    if state is None:
-        state = {}
-        setattr(server_args, STATE_ATTR, state)
-    return state
 
 
 def speculative_step(server_args: Any, previous: Callable[[Any], None]) -> None:
@@ -46,8 +39,8 @@ def speculative_step(server_args: Any, previous: Callable[[Any], None]) -> None:
     if view.speculative_algorithm != "EAGLE" or not draft_path:
         return
     architecture = _architecture(model_config_of(server_args).hf_config)
-    state = state_of(server_args)
-    state["architecture"] = architecture
+    state = PluginState(architecture=architecture, draft_path=draft_path, draft_revision=draft_revision)
+    set_plugin_state(server_args, state)
 
     result: PreflightResult | None = None
     if upstream.has_fix("preflight"):
@@ -60,14 +53,15 @@ def speculative_step(server_args: Any, previous: Callable[[Any], None]) -> None:
         if family_for(architecture) is None:
             return  # not a family this plugin knows: leave everything to SGLang
     if result is not None:
-        state["preflight"] = result.to_dict()
+        state = replace(state, preflight=result)
+        set_plugin_state(server_args, state)
 
     if upstream.has_fix("moe_runner"):
         logger.info("glm_mtp: this SGLang already picks the draft MoE runner; the plugin's choice stands down")
         return
     decision = decide_runner(server_args, view, result)
-    state["moe_runner"] = {"backend": decision.backend or view.speculative_moe_runner_backend,
-                           "rule": decision.rule, "reason": decision.reason}
+    runner = RunnerChoice(decision.backend or view.speculative_moe_runner_backend, decision.rule, decision.reason)
+    set_plugin_state(server_args, replace(state, moe_runner=runner))
 
 
 def _architecture(hf_config: Any) -> str:
@@ -129,5 +123,6 @@ def _device_sm(platform: Any) -> int | None:
         logger.warning("glm_mtp: cannot read the GPU generation (%s: %s); the draft MoE runner is chosen as for an "
                        "unknown GPU (docs/moe-runner.md); pass --speculative-moe-runner-backend to choose it",
                        type(exc).__name__, exc)
+        logger.debug("glm_mtp: the GPU generation probe failed here", exc_info=True)
         return None
     return sm or None

@@ -14,37 +14,32 @@ Two sections, because two processes know different things:
 
 from __future__ import annotations
 
-import copy
 import logging
 from typing import Any
+
+from .state import plugin_state, published_state
 
 logger = logging.getLogger(__name__)
 
 SECTION = "glm_mtp"
 
 
-def plugin_state() -> dict[str, Any]:
+def scheduler_section() -> dict[str, Any]:
     """Preflight + runner decision (from the main process), coverage and canary (this scheduler), and what this
     SGLang cannot carry (``unavailable``, ``sglang_untested``; absent when there is nothing to say)."""
     from .availability import summary
     from .canary import canary_snapshot
     from .coverage import LAST_RESULT
-    from .resolution import STATE_ATTR
 
-    state: dict[str, Any] = {}
-    try:
-        from sglang.srt.runtime_context import get_context
-
-        state.update(getattr(get_context().server_args, STATE_ATTR, None) or {})
-    except Exception:  # not published: nothing decided at resolution to report
-        pass
+    state = published_state()  # None when not published: nothing decided at resolution to report
+    section: dict[str, Any] = state.server_info() if state is not None else {}
     if LAST_RESULT:
-        state["coverage"] = dict(LAST_RESULT)
+        section["coverage"] = dict(LAST_RESULT)
     canary = canary_snapshot()
     if canary is not None:
-        state["canary"] = canary
-    state.update(summary())
-    return state
+        section["canary"] = canary
+    section.update(summary())
+    return section
 
 
 def add_plugin_state(result: Any, *args: Any, **kwargs: Any) -> None:
@@ -52,28 +47,26 @@ def add_plugin_state(result: Any, *args: Any, **kwargs: Any) -> None:
     internal = getattr(result, "internal_state", None)
     if isinstance(internal, dict):
         try:
-            internal[SECTION] = plugin_state()
+            internal[SECTION] = scheduler_section()
         except Exception:  # server info must never break because of the plugin
             logger.exception("glm_mtp: could not add plugin state to server info")
     return None
 
 
-def main_process_state(server_args: Any) -> dict[str, Any]:
+def main_process_section(server_args: Any) -> dict[str, Any]:
     """Plugin version plus what the resolution step recorded (empty when it had nothing to decide), and what this
     SGLang cannot carry."""
     from .. import __version__
     from .availability import summary
-    from .resolution import STATE_ATTR
 
-    state = copy.deepcopy(getattr(server_args, STATE_ATTR, None) or {})
-    return {"version": __version__, **state, **summary()}
+    return {"version": __version__, **plugin_state(server_args).server_info(), **summary()}
 
 
 def add_server_info_section(result: Any, *args: Any, **kwargs: Any) -> None:
     """AFTER hook on ``build_server_info(server_args, scheduler_info)``, which always returns a dict; mutates it."""
     server_args = args[0] if args else kwargs.get("server_args")
     try:
-        result[SECTION] = main_process_state(server_args)
+        result[SECTION] = main_process_section(server_args)
     except Exception:  # server info must never break because of the plugin
         logger.exception("glm_mtp: could not add plugin state to server info")
     return None

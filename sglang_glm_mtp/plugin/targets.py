@@ -13,6 +13,7 @@ import argparse
 import importlib.metadata
 import inspect
 import json
+import logging
 import pkgutil
 import sys
 from dataclasses import dataclass, field
@@ -248,6 +249,7 @@ def resolve(name: str) -> tuple[Any, str | None]:
     except (ImportError, AttributeError, ValueError) as exc:
         return None, f"{type(exc).__name__}: {exc}"
     except Exception as exc:  # an owner module that fails at import time: missing for the plugin too
+        logging.getLogger(__name__).debug("glm_mtp: importing %s failed here", owner, exc_info=True)
         return None, f"{type(exc).__name__} while importing {owner}: {exc}"
     if not hasattr(parent, attribute):
         return None, f"{owner} has no attribute {attribute}"

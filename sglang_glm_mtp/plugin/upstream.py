@@ -75,7 +75,7 @@ def _has_attribute(behaviour: str, module_name: str, attribute: str) -> bool | N
             if not module_name.startswith(exc.name or "\0"):
                 return _probe_failed(behaviour, module_name, exc)
             return False  # an SGLang without that module has no fix either
-        except Exception as exc:
+        except Exception as exc:  # the module fails at import time (any error): the plugin keeps its own behaviour
             return _probe_failed(behaviour, module_name, exc)
     return hasattr(module, attribute)
 
@@ -84,6 +84,7 @@ def _probe_failed(behaviour: str, module_name: str, exc: BaseException) -> None:
     logger.warning("glm_mtp: cannot import %s to tell whether SGLang already has the %s fix (%s: %s); "
                    "the plugin keeps its own %s behaviour", module_name, behaviour, type(exc).__name__, exc,
                    behaviour)
+    logger.debug("glm_mtp: the probe of %s failed here", module_name, exc_info=exc)
     return None
 
 
@@ -123,6 +124,7 @@ def has_landed(landing: str) -> bool:
     except Exception as exc:  # an SGLang that moved these classes: keep the plugin's own behaviour
         logger.warning("glm_mtp: cannot tell whether SGLang has %s (%s) (%s: %s); assuming not", landing,
                        pull_request, type(exc).__name__, exc)
+        logger.debug("glm_mtp: the probe of %s failed here", landing, exc_info=True)
         return False
     if answer:
         logger.info("glm_mtp: SGLang has %s (%s)", landing, pull_request)

@@ -1,6 +1,6 @@
 """Run SGLang's real server-args resolution and model construction on a machine without a GPU.
 
-Shared by ``sglang-glm-mtp demo`` (its SGLang child, ``demo_resolver.py``) and the test
+Shared by ``sglang-glm-mtp demo`` (its SGLang child, ``resolver.py``) and the test
 scenarios, so both emulate a GPU generation the same way: SGLang's own test primitive
 ``override_platform`` with the facts below (as SGLang's tests set them), plus
 ``torch.cuda.get_device_capability``, which DSA models probe directly. Nothing else is

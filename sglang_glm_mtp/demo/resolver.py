@@ -11,9 +11,10 @@ the very call every launcher makes before spawning anything. What is emulated on
 machine without a GPU: the GPU generation (``gpu_emulation.py``, shared with the tests);
 the demo says so in its output.
 
-Protocol (``python -m sglang_glm_mtp.demo_resolver GENERATION``): one JSON
-request per stdin line (``{"argv": [...]}``); every reply is one stdout line starting
-with ``DEMO `` (SGLang's own output goes to stderr, which the demo keeps in a log file).
+Protocol (``python -m sglang_glm_mtp.demo.resolver GENERATION``; the parent's side is
+``sglang_child.py``): one JSON request per stdin line (``{"argv": [...]}``); every reply is
+one stdout line starting with ``PREFIX`` (SGLang's own output goes to stderr, which the demo
+keeps in a log file).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any
 
 from .gpu_emulation import emulated_platform, error_fields
 
+#: What starts each reply line on stdout (anything else there is not the protocol's).
 PREFIX = "DEMO "
 
 
@@ -69,6 +71,8 @@ def resolve(argv: list[str], platform: Any) -> dict[str, Any]:
     from sglang.srt.arg_groups.overrides import resolved_view
     from sglang.srt.server_args import prepare_server_args
 
+    from ..plugin.state import plugin_state
+
     outcome: dict[str, Any] = {"event": "resolved", "argv": argv}
     try:
         with platform():
@@ -83,7 +87,7 @@ def resolve(argv: list[str], platform: Any) -> dict[str, Any]:
             draft_runner=view.speculative_moe_runner_backend, target_runner=view.moe_runner_backend,
             quantization=view.quantization, num_steps=view.speculative_num_steps,
             num_draft_tokens=view.speculative_num_draft_tokens, topk=view.speculative_eagle_topk,
-            state=getattr(server_args, "_glm_mtp_state", None) or {},
+            state=plugin_state(server_args).to_dict(),
             declared_by=[source for source, _ in getattr(server_args, "_resolved_overrides", [])])
     try:
         import psutil
