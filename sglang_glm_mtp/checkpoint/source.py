@@ -17,7 +17,7 @@ from typing import Any, BinaryIO, Callable, Protocol
 from urllib.parse import quote
 
 from ..errors import CheckpointUnreadable
-from .files import INDEX_FILE
+from .files import CONFIG_FILE, INDEX_FILE, SINGLE_FILE
 from .jsonio import loads as json_loads
 from .jsonio import loads_index
 
@@ -276,3 +276,27 @@ def resolve_cached_hub_snapshot(repo_id: str, revision: str | None) -> Path | No
     except Exception as exc:  # not cached, or cache damaged: the caller decides what that means
         logger.debug("no cached snapshot for %s@%s: %s", repo_id, revision, exc)
         return None
+
+def cache_holds_checkpoint(cache: LocalCheckpoint) -> tuple[bool, str]:
+    """(complete, why): does this snapshot folder hold config.json and every weight file the index names?
+
+    Reads only the index (small JSON); a malformed index is "not provably complete", not an error.
+    With an ``index_memo`` on ``cache``, the decoded index stays there for the inspection that follows.
+    """
+    folder = cache.root
+    if not (folder / CONFIG_FILE).is_file():
+        return False, "no config.json in the cache"
+    if (folder / INDEX_FILE).is_file():
+        try:
+            weight_map = cache.read_json(INDEX_FILE).get("weight_map")
+            shards = {str(v) for v in weight_map.values()}
+        except (CheckpointUnreadable, AttributeError, TypeError) as exc:  # unreadable, not JSON, or not a mapping of
+            # names to shards: the full inspection reports it, the cache proves nothing
+            return False, f"the cached {INDEX_FILE} is unreadable ({type(exc).__name__})"
+        absent = sorted(s for s in shards if not (folder / s).is_file())
+        if absent:
+            return False, f"{len(absent)} of {len(shards)} shards not downloaded yet"
+        return True, f"all {len(shards)} shards cached"
+    if (folder / SINGLE_FILE).is_file():
+        return True, f"{SINGLE_FILE} cached"
+    return False, "no index and no weights in the cache"

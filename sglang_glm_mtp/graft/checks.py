@@ -10,8 +10,8 @@ from ..checkpoint.files import QUANT_FILE
 from ..checkpoint.inspection import inspect_checkpoint
 from ..checkpoint.provenance import base_model
 from ..checkpoint.report import DAMAGE_CODES, InspectionReport, Problem
-from ..checkpoint.source import (CheckpointSource, LocalCheckpoint, is_hub_repo_id, open_checkpoint,
-                                 resolve_cached_hub_snapshot)
+from ..checkpoint.source import (CheckpointSource, LocalCheckpoint, cache_holds_checkpoint, is_hub_repo_id,
+                                 open_checkpoint, resolve_cached_hub_snapshot)
 from ..errors import CheckpointUnreadable, GraftError, UsageError
 
 
@@ -41,7 +41,7 @@ def cached_target(spec: str | Path, out: Path | None) -> Path | None:
     That is what ``hf download org/name`` (no ``--local-dir``) leaves and what
     ``--model-path org/name`` serves. The cache is never written into, so ``--out`` is
     required (the overlay links the cached blobs), and an incomplete snapshot is refused with
-    the plugin's own rule (``cache_holds_checkpoint``). None when TARGET is not such an id or
+    the rule the plugin's preflight applies (``source.cache_holds_checkpoint``). None when TARGET is not such an id or
     not cached (``local_dir`` then says how to download it).
     """
     text = str(spec)
@@ -60,8 +60,6 @@ def cached_target(spec: str | Path, out: Path | None) -> Path | None:
     if out is None:
         raise UsageError(f"TARGET {text} is the Hugging Face cache snapshot {snapshot}, which graft never writes "
                          "into; add --out DIR to write an overlay that links the cached shards")
-    from ..plugin.draft_source import cache_holds_checkpoint
-
     complete, why = cache_holds_checkpoint(LocalCheckpoint(snapshot))
     if not complete:
         raise GraftError(f"TARGET {text}: the Hugging Face cache snapshot {snapshot} is incomplete ({why}); finish "

@@ -23,15 +23,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..checkpoint.files import CONFIG_FILE, INDEX_FILE
-from ..checkpoint.source import (CheckpointSource, HubCheckpoint, LocalCheckpoint, is_hub_repo_id,
-                                 resolve_cached_hub_snapshot)
-from ..errors import CheckpointUnreadable
+from ..checkpoint.source import (CheckpointSource, HubCheckpoint, LocalCheckpoint, cache_holds_checkpoint,
+                                 is_hub_repo_id, resolve_cached_hub_snapshot)
 from ..text import truthy
 
 logger = logging.getLogger(__name__)
-
-SINGLE_FILE = "model.safetensors"
 
 
 @dataclass(frozen=True)
@@ -51,30 +47,6 @@ def hub_offline() -> bool:
     """SGLang and huggingface_hub both honour HF_HUB_OFFLINE; read it live (tests and launchers set it late)."""
     return truthy(os.environ.get("HF_HUB_OFFLINE"))
 
-
-def cache_holds_checkpoint(cache: LocalCheckpoint) -> tuple[bool, str]:
-    """(complete, why): does this snapshot folder hold config.json and every weight file the index names?
-
-    Reads only the index (small JSON); a malformed index is "not provably complete", not an error.
-    With an ``index_memo`` on ``cache``, the decoded index stays there for the inspection that follows.
-    """
-    folder = cache.root
-    if not (folder / CONFIG_FILE).is_file():
-        return False, "no config.json in the cache"
-    if (folder / INDEX_FILE).is_file():
-        try:
-            weight_map = cache.read_json(INDEX_FILE).get("weight_map")
-            shards = {str(v) for v in weight_map.values()}
-        except (CheckpointUnreadable, AttributeError, TypeError) as exc:  # unreadable, not JSON, or not a mapping of
-            # names to shards: the full inspection reports it, the cache proves nothing
-            return False, f"the cached {INDEX_FILE} is unreadable ({type(exc).__name__})"
-        absent = sorted(s for s in shards if not (folder / s).is_file())
-        if absent:
-            return False, f"{len(absent)} of {len(shards)} shards not downloaded yet"
-        return True, f"all {len(shards)} shards cached"
-    if (folder / SINGLE_FILE).is_file():
-        return True, f"{SINGLE_FILE} cached"
-    return False, "no index and no weights in the cache"
 
 
 def open_draft_source(path: str, revision: str | None) -> DraftSource:
