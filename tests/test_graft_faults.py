@@ -296,16 +296,21 @@ def test_kill_9_mid_copy_then_rerun(glm_pair: synthetic.SyntheticPair, tmp_path:
     _assert_done(glm_pair.original, glm_pair.target)
 
 
+def _killed_before_the_index(pair: synthetic.SyntheticPair, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A three-shard graft killed between its shard renames and the index rename."""
+    def die_on_index(tmp: str, path: Path) -> None:
+        raise KeyboardInterrupt
+    monkeypatch.setattr(graft_commit, "_commit_index", die_on_index)
+    with pytest.raises(KeyboardInterrupt):
+        execute(plan_graft(str(pair.original), pair.target, max_shard_size=50_000))
+    monkeypatch.undo()
+
+
 def test_stop_after_shards_renamed_before_index(glm_pair: synthetic.SyntheticPair,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """Killed between the shard renames and the index: TARGET unchanged for loaders; re-run reuses the files."""
     before = snapshot(glm_pair.target)
-    def die_on_index(tmp: str, path: Path) -> None:
-        raise KeyboardInterrupt  # killed just before the index rename
-    monkeypatch.setattr(graft_commit, "_commit_index", die_on_index)
-    with pytest.raises(KeyboardInterrupt):
-        execute(plan_graft(str(glm_pair.original), glm_pair.target, max_shard_size=50_000))
-    monkeypatch.undo()
+    _killed_before_the_index(glm_pair, monkeypatch)
     assert inspect(str(glm_pair.target)).status == "missing"  # the index still names only the old shards
     assert snapshot(glm_pair.target)["model.safetensors.index.json"] == before["model.safetensors.index.json"]
     plan = plan_graft(str(glm_pair.original), glm_pair.target, max_shard_size=50_000)
@@ -317,12 +322,7 @@ def test_stop_after_shards_renamed_before_index(glm_pair: synthetic.SyntheticPai
 
 def test_stopped_run_then_a_different_plan(glm_pair: synthetic.SyntheticPair, monkeypatch: pytest.MonkeyPatch) -> None:
     """Uncommitted shards of an abandoned plan (other --max-shard-size) are ours: deleted, not kept or indexed."""
-    def die_on_index(tmp: str, path: Path) -> None:
-        raise KeyboardInterrupt  # killed just before the index rename
-    monkeypatch.setattr(graft_commit, "_commit_index", die_on_index)
-    with pytest.raises(KeyboardInterrupt):
-        execute(plan_graft(str(glm_pair.original), glm_pair.target, max_shard_size=50_000))
-    monkeypatch.undo()
+    _killed_before_the_index(glm_pair, monkeypatch)
     report = execute(plan_graft(str(glm_pair.original), glm_pair.target))
     assert report.ok and [s.name for s in report.shards] == ["model-mtp-layer4-00001-of-00001.safetensors"]
     assert not list(glm_pair.target.glob("model-mtp-layer4-*-of-00003.safetensors*"))
