@@ -13,7 +13,8 @@ from sglang_glm_mtp import synthetic
 from sglang_glm_mtp.graft import write as graft_write
 from sglang_glm_mtp.checkpoint import inspect_checkpoint as inspect
 from sglang_glm_mtp.cli import main
-from sglang_glm_mtp.graft.extract import NEXTN_FILE, plan_extract, standalone_config
+from sglang_glm_mtp.graft.extract import plan_extract, standalone_config
+from sglang_glm_mtp.graft.shards import NEXTN_FILE
 from sglang_glm_mtp.graft import execute
 
 SKIPPED = ("embed_tokens.weight", "shared_head.head.weight")

@@ -10,7 +10,6 @@ import contextlib
 import hashlib
 import json
 import os
-import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 from ..checkpoint.writer import INDEX_FILE, atomic_file, atomic_write_bytes, atomic_write_json, make_temp
 from .records import (BACKUP_SUFFIX, JOURNAL_SUFFIX, PARTIAL_SUFFIX, STATE_FILE, GraftPlan, GraftReport, Mode,
                       journal_path, partial_path)
+from .shards import is_our_unfinished_file
 
 
 def aside_name(root: Path, name: str) -> str:
@@ -177,16 +177,10 @@ def finish(plan: GraftPlan, report: GraftReport) -> None:
     for entry in os.scandir(dest):
         name = entry.name
         if name.startswith(".") and (name.endswith(JOURNAL_SUFFIX) or name.endswith(PARTIAL_SUFFIX)) \
-                and _is_ours(name):
+                and is_our_unfinished_file(name):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(entry.path)
     with contextlib.suppress(FileNotFoundError):
         (dest / STATE_FILE).unlink()
     fsync_dir(dest)
 
-
-_OURS = re.compile(r"^\.(model-mtp-layer\d+.*|.*-no-layer\d+.*|nextn_layer_parameters)\.safetensors\.(partial|journal)$")
-
-
-def _is_ours(name: str) -> bool:
-    return bool(_OURS.match(name))

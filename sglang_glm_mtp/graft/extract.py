@@ -29,10 +29,9 @@ from .checks import open_source, source_report
 from .commit import finish_plan, interrupted_commit
 from .plan import source_copies, source_identity
 from .records import ConfigEdit, GraftPlan
-from .shards import choose_names, merged_ranges
+from .shards import NEXTN_FILE, choose_names, merged_ranges
 from .space import check_out_dir, finalize_space, small_files
 
-NEXTN_FILE = "nextn_layer_parameters.safetensors"
 #: Tensors the standalone draft takes from the target model (SGLang's export script skips them).
 SKIPPED = ("embed_tokens", "shared_head.head")
 

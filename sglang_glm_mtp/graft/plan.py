@@ -31,7 +31,7 @@ from ..checkpoint.lineage import OPT_OUT_FLAG, LineageReport, compare_lineage
 from .records import (BACKUP_SUFFIX, DEFAULT_MAX_SHARD_SIZE, ConfigEdit, Displaced, GraftPlan,
                       Mode, NewShard, TensorCopy)
 from .shards import (TargetShard, choose_names, draft_shard_name, file_identity, merged_ranges, read_journal,
-                     scan_target, split_like_hf)
+                     scan_target, split_like_hf, stripped_shard_name)
 from .space import check_out_dir, finalize_space, small_files
 
 logger = logging.getLogger(__name__)
@@ -170,7 +170,7 @@ def _new_shards(dest: Path, taken: set[str], copies: list[TensorCopy], max_shard
     if moved.strip_groups:
         def strip_name(variant: int, i: int, n: int) -> str:
             stem = moved.strip_from[i - 1][: -len(".safetensors")]  # type: ignore[index]
-            return f"{stem}-no-layer{layer}{'' if variant == 1 else f'-r{variant}'}.safetensors"
+            return stripped_shard_name(stem, layer, variant)
         shards += choose_names(dest, taken, moved.strip_groups, strip_name, "stripped", identity, moved.strip_from)
     return shards
 

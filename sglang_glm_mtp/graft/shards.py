@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Literal, Mapping
@@ -19,7 +20,7 @@ from ..checkpoint.safetensors_format import (PREFIX_BYTES, HeaderError, ShardHea
 from ..checkpoint.source import CheckpointSource
 from ..errors import GraftError
 from . import checksum
-from .records import NewShard, TensorCopy, journal_path, partial_path
+from .records import JOURNAL_SUFFIX, PARTIAL_SUFFIX, NewShard, TensorCopy, journal_path, partial_path
 
 
 @dataclass
@@ -149,11 +150,33 @@ def choose_names(dest: Path, taken: set[str], groups: list[list[TensorCopy]], ma
     raise GraftError(f"cannot find a free file name for the new shards in {dest}")
 
 
+# The names of the shards graft and extract write: the one home of these spellings, and of the rule
+# (``is_our_unfinished_file``) that recognises their unfinished files when a run is cleaned up.
+#: extract's single output shard (the name SGLang's standalone NextN drafts use)
+NEXTN_FILE = "nextn_layer_parameters.safetensors"
+_OURS = re.compile(r"^\.(model-mtp-layer\d+.*|.*-no-layer\d+.*|nextn_layer_parameters)\.safetensors"
+                   rf"({re.escape(PARTIAL_SUFFIX)}|{re.escape(JOURNAL_SUFFIX)})$")
+
+
+def _variant(variant: int) -> str:
+    return "" if variant == 1 else f"-r{variant}"
+
+
 def draft_shard_name(layer: int) -> Callable[[int, int, int], str]:
+    """``model-mtp-layer78-00001-of-00002.safetensors`` (``-r2`` and up when a name is taken)."""
     def make(variant: int, i: int, n: int) -> str:
-        suffix = "" if variant == 1 else f"-r{variant}"
-        return f"model-mtp-layer{layer}{suffix}-{i:05d}-of-{n:05d}.safetensors"
+        return f"model-mtp-layer{layer}{_variant(variant)}-{i:05d}-of-{n:05d}.safetensors"
     return make
+
+
+def stripped_shard_name(stem: str, layer: int, variant: int) -> str:
+    """A mixed target shard rewritten without the draft layer: ``<stem>-no-layer78.safetensors``."""
+    return f"{stem}-no-layer{layer}{_variant(variant)}.safetensors"
+
+
+def is_our_unfinished_file(name: str) -> bool:
+    """A hidden ``.partial``/``.journal`` file of a shard named above: graft's own, safe to delete."""
+    return _OURS.match(name) is not None
 
 
 def merged_ranges(copies: list[TensorCopy]) -> dict[str, list[tuple[int, int]]]:
