@@ -155,15 +155,18 @@ def format_refusal(report: InspectionReport) -> str:
     else:
         head = f"glm_mtp: the NextN/MTP draft layer {layer} in {report.checkpoint} cannot be loaded correctly"
     lines = [head + "."]
-    if report.missing:
-        lines.append(f"First missing: {listed(report.missing)}.")
+    damaged = set(report.damaged)  # indexed in a damaged shard: the problem names the shard
+    absent = [name for name in report.missing if name not in damaged]
+    if absent:
+        lines.append(f"First missing: {listed(absent)}.")
     for problem in report.errors():
         if problem.code not in ("draft-layer-missing", "draft-layer-incomplete"):
             lines.append(f"{problem.code}: {problem.message}")
     lines.append("SGLang would load nothing into these draft parameters and serve garbage drafts "
                  "(accept length ~1) without an error.")
-    if report.remedy:
-        lines.append(f"Fix: {report.remedy}")
+    if report.remedy:  # each command on a line of its own, so it pastes into a shell as it is
+        first, *rest = report.remedy_lines or [report.remedy]
+        lines += [f"Fix: {first}", *(f"     {line}" for line in rest)]
     lines.append(f"Details: sglang-glm-mtp check {report.checkpoint}")
     lines.append(f"To start anyway (e.g. RL weight sync fills the draft later): {settings.SKIP_PREFLIGHT_ENV}=1")
     return "\n".join(lines)
