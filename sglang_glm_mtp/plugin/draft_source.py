@@ -23,8 +23,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..checkpoint.source import (CheckpointSource, HubCheckpoint, LocalCheckpoint, cache_holds_checkpoint,
-                                 is_hub_repo_id, resolve_cached_hub_snapshot)
+from ..checkpoint.source import (HF_OFFLINE_ENV, CheckpointSource, HubCheckpoint, LocalCheckpoint,
+                                 cache_holds_checkpoint, is_hub_repo_id, resolve_cached_hub_snapshot)
 from ..text import truthy
 
 logger = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ class DraftSource:
 
 def hub_offline() -> bool:
     """SGLang and huggingface_hub both honour HF_HUB_OFFLINE; read it live (tests and launchers set it late)."""
-    return truthy(os.environ.get("HF_HUB_OFFLINE"))
+    return truthy(os.environ.get(HF_OFFLINE_ENV))
 
 
 
