@@ -81,8 +81,9 @@ def _sglang_imports(path: Path) -> list[str]:
 
 
 def test_only_the_plugin_and_the_demo_import_sglang() -> None:
-    """SGLang sits behind two doors: ``plugin/`` and ``demo/``. Everything else (check, graft, extract, bench, the
-    CLI) runs on a box without SGLang, and a new SGLang release is supported by editing those two folders."""
+    """SGLang's server code sits behind two doors: ``plugin/`` and ``demo/``. Check, graft, extract and the CLI
+    run on a box without SGLang (``bench`` loads SGLang's benchmark clients by name, in ``bench/capture.py``),
+    and a new SGLang release is supported by editing those two folders."""
     by_door: dict[str, list[str]] = {door: [] for door in SGLANG_DOORS}
     outside: dict[str, list[str]] = {}
     for path in sorted(PACKAGE_DIR.rglob("*.py")):
