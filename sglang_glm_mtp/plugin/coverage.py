@@ -107,8 +107,8 @@ class _Recorder:
         for name, param in self.model.named_parameters():
             try:
                 storages.setdefault(param.untyped_storage().data_ptr(), []).append(name)
-            except RuntimeError:  # tensors without storage (wrapper subclasses): loaders still record them
-                continue
+            except (RuntimeError, ValueError, TypeError):  # no storage: wrapper subclasses (RuntimeError),
+                continue  # torch's UninitializedParameter (ValueError); loaders still record them
         copied = self.copied
         copy_ops = {torch.Tensor.copy_}
 
@@ -117,7 +117,7 @@ class _Recorder:
                 if func in copy_ops and args and isinstance(args[0], torch.Tensor):
                     try:
                         names = storages.get(args[0].untyped_storage().data_ptr())
-                    except RuntimeError:  # a destination without storage: not a parameter
+                    except (RuntimeError, ValueError, TypeError):  # a destination without storage: not a parameter
                         names = None
                     if names:
                         copied.update(names)

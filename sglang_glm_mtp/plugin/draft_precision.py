@@ -83,8 +83,8 @@ def _published_draft_location() -> tuple[str | None, str | None]:
             return spec.speculative_draft_model_path, spec.speculative_draft_model_revision
         model = get_model()  # SGLang fills in no draft path for some families (GLM-5.3-Flash): the draft is the target
         return model.model_path, model.revision
-    except ValueError:  # "config namespace ... not published": a draft built outside a scheduler
-        return None, None
+    except (ValueError, AttributeError):  # namespace not published (a draft built outside a scheduler), or a field
+        return None, None  # this SGLang no longer has: the precision is then unknown and SGLang's config stands
 
 
 def _stored_precision(source: CheckpointSource) -> DraftStorage:
