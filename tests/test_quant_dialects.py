@@ -296,8 +296,11 @@ def test_a_checkpoint_without_safetensors_is_not_judged(tmp_path: Path, capsys: 
     for shard in target.glob("*.safetensors"):
         shard.rename(shard.with_suffix(".bin"))
     (target / "model.safetensors.index.json").unlink()
+    (target / "training_args.bin").write_bytes(b"\0")  # a fourth file: the list must still read as one list
     assert main(["check", str(target)]) == 2
-    assert "not safetensors; check reads safetensors headers only" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "not safetensors; check reads safetensors headers only" in err
+    assert ".bin, not safetensors" in err, err  # every file named once, no stray ellipsis after the list
     with caplog.at_level(logging.WARNING, logger="sglang_glm_mtp"):
         assert run_preflight(str(target), None, "GlmMoeDsaForCausalLM") is None
     assert any("not safetensors" in r.getMessage() for r in caplog.records)

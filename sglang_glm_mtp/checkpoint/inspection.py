@@ -204,8 +204,7 @@ class _Inspection:
             return
         others = sorted(name for name in files if name.endswith(WEIGHT_SUFFIXES))
         raise CheckpointUnreadable(
-            f"{self.source.display} holds its weights in {listed(others)}"
-            f"{' …' if len(others) > 3 else ''}, not safetensors; check reads safetensors headers only, so it "
+            f"{self.source.display} holds its weights in {listed(others)}, not safetensors; check reads safetensors headers only, so it "
             "cannot judge the draft layer (SGLang's post-load check of the glm_mtp plugin still does)")
 
 
