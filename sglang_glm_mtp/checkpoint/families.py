@@ -455,6 +455,7 @@ def family_for_draft_class(class_name: str) -> ModelFamily | None:
 def supported_architectures() -> list[str]:
     return [arch for family in FAMILIES for arch in family.architectures]
 
+
 def written_prefix(family: ModelFamily | None, layer: int) -> str:
     """The prefix (trailing dot) graft and extract write layer ``layer`` under: the family's first accepted one.
 

@@ -277,6 +277,7 @@ def resolve_cached_hub_snapshot(repo_id: str, revision: str | None) -> Path | No
         logger.debug("no cached snapshot for %s@%s: %s", repo_id, revision, exc)
         return None
 
+
 def cache_holds_checkpoint(cache: LocalCheckpoint) -> tuple[bool, str]:
     """(complete, why): does this snapshot folder hold config.json and every weight file the index names?
 

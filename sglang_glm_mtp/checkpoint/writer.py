@@ -18,7 +18,8 @@ from typing import Any, BinaryIO, Callable, Iterable, Iterator, Mapping
 from .files import INDEX_FILE
 from .safetensors_format import ShardHeader, TensorSpec, build_header
 
-__all__ = ["INDEX_FILE", "atomic_file", "atomic_write_bytes", "atomic_write_json", "index_document", "make_temp", "write_shard"]
+__all__ = ["INDEX_FILE", "atomic_file", "atomic_write_bytes", "atomic_write_json", "index_document", "make_temp",
+           "write_shard"]
 
 
 def _default_mode() -> int:
