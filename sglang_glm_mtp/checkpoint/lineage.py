@@ -26,9 +26,9 @@ from ..errors import CheckpointUnreadable, GraftError
 from ..text import listed
 from .families import Config, family_for, written_prefix
 from .files import CONFIG_FILE, INDEX_FILE
-from .range_reads import HubReader, LocalReader, RangeReader
+from .range_reads import RangeReader, reader_for
 from .safetensors_format import PREFIX_BYTES, HeaderError, ShardHeader, parse_length_prefix, read_header
-from .source import CheckpointSource, HubCheckpoint
+from .source import CheckpointSource
 
 logger = logging.getLogger(__name__)
 
@@ -153,12 +153,8 @@ class _Side:
         """Exactly ``nbytes`` at ``offset``: one exact HTTP Range request on the Hub, a pread locally."""
         reader = self.readers.get(shard)
         if reader is None:
-            local = self.source.local_path(shard)
-            if local is not None:
-                reader = LocalReader(local, f"{self.source.display}/{shard}")
-            elif isinstance(self.source, HubCheckpoint):
-                reader = HubReader(self.source.fs, self.source._path(shard), f"{self.source.display}/{shard}")
-            else:
+            reader = reader_for(self.source, shard)
+            if reader is None:
                 raise CheckpointUnreadable(f"cannot read {shard} from {self.source.display}")
             self.readers[shard] = reader
         buf = bytearray(nbytes)

@@ -26,6 +26,7 @@ from typing import Any, Callable, Protocol
 from urllib.parse import urljoin, urlsplit
 
 from ..errors import GraftError
+from .source import CheckpointSource, HubCheckpoint
 
 logger = logging.getLogger(__name__)
 
@@ -366,3 +367,13 @@ class HubReader:
             self._sleep(delay)
         return failures
 
+
+def reader_for(source: CheckpointSource, name: str, *, gate: HubGate | None = None) -> RangeReader | None:
+    """A Range reader of ``name`` in ``source``: the file itself when it is on disk (a local checkpoint, a
+    cached snapshot), else HTTP Range reads of the Hub file; None when the source offers neither."""
+    local = source.local_path(name)
+    if local is not None:
+        return LocalReader(local)
+    if isinstance(source, HubCheckpoint):
+        return HubReader(source.fs, source._path(name), f"{source.display}/{name}", gate=gate)
+    return None

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from ..checkpoint.range_reads import HubGate, HubReader, LocalReader, RangeReader
-from ..checkpoint.source import HubCheckpoint
+from ..checkpoint.range_reads import HubGate, LocalReader, RangeReader, reader_for
 from ..errors import GraftError
 from .records import GraftPlan
 
@@ -23,11 +22,8 @@ def open_readers(plan: GraftPlan) -> dict[str, RangeReader]:
                 readers[key] = LocalReader(plan.target_dir / t.shard)
                 continue
             assert source is not None
-            local = source.local_path(t.shard)
-            if local is not None:
-                readers[key] = LocalReader(local)
-            elif isinstance(source, HubCheckpoint):
-                readers[key] = HubReader(source.fs, source._path(t.shard), f"{source.display}/{t.shard}", gate=gate)
-            else:
+            reader = reader_for(source, t.shard, gate=gate)
+            if reader is None:
                 raise GraftError(f"cannot read {t.shard} from {source.display}")
+            readers[key] = reader
     return readers
