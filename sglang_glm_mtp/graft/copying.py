@@ -11,7 +11,7 @@ the copy must cost about what ``cp`` costs on the same disk.
   flight and one ``HASH_CHUNK`` buffer, whatever the sizes involved. Where the kernel
   refuses ``copy_file_range`` (other OS, cross-filesystem, old kernels) the same loop
   reads into a reusable buffer and writes it back (``READ_CHUNK``).
-* Hub source (``readers.HubReader``): bytes streamed into a reusable buffer. The checksum
+* Hub source (``checkpoint.range_reads.HubReader``): bytes streamed into a reusable buffer. The checksum
   of the source bytes is taken on that buffer as it arrives; the written bytes are hashed
   again from the file. A CDN caps each connection, so the plan is cut into segments of
   about equal bytes (``split_segments``, cutting inside runs and tensors) that
@@ -156,6 +156,12 @@ class CopyStats:
     used_userspace: bool = False
     streams: int = 1  # concurrent streams the copy ran
     segments: int = 0  # Hub plans: segments the bytes were cut into
+
+    def add(self, other: CopyStats) -> None:
+        """Count ``other``'s bytes and copy methods in (streams and segments are the caller's to set)."""
+        self.bytes_copied += other.bytes_copied
+        self.used_copy_file_range |= other.used_copy_file_range
+        self.used_userspace |= other.used_userspace
 
 
 class Span(NamedTuple):
@@ -335,11 +341,8 @@ def _copy_segments(dst_fd: int, dst_display: str, pieces: Sequence[Piece], reade
                     segment = next(todo, None)
                 if segment is None:
                     return stats
-                one = copy_pieces(dst_fd, dst_display, segment, own, progress=progress, verified=verified,
-                                  stop=stop, buf=buf, hash_buf_size=HUB_CHUNK)
-                stats.bytes_copied += one.bytes_copied
-                stats.used_userspace |= one.used_userspace
-                stats.used_copy_file_range |= one.used_copy_file_range
+                stats.add(copy_pieces(dst_fd, dst_display, segment, own, progress=progress, verified=verified,
+                                      stop=stop, buf=buf, hash_buf_size=HUB_CHUNK))
         finally:
             for key, r in own.items():
                 if r is not readers[key]:
@@ -355,9 +358,7 @@ def _copy_segments(dst_fd: int, dst_display: str, pieces: Sequence[Piece], reade
 def _total(results: Sequence[CopyStats]) -> CopyStats:
     total = CopyStats()
     for r in results:
-        total.bytes_copied += r.bytes_copied
-        total.used_copy_file_range |= r.used_copy_file_range
-        total.used_userspace |= r.used_userspace
+        total.add(r)
     return total
 
 
