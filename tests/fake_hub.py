@@ -548,8 +548,7 @@ class FakeHub:
         """``http://127.0.0.1:PORT`` (no trailing slash), to pass as ``endpoint=`` or ``HF_ENDPOINT``."""
         if self._server is None:
             raise RuntimeError("FakeHub is not running")
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return _base_url(self._server)
 
     def commit_sha(self, repo_id: str, revision: str = "main") -> str:
         """The commit sha a revision of a served repo resolves to."""
@@ -589,8 +588,7 @@ class FakeHub:
     def cdn_endpoint(self) -> str:
         if self._cdn is None:
             raise RuntimeError("redirect_to_cdn() was not called")
-        host, port = self._cdn.server_address[:2]
-        return f"http://{host}:{port}"
+        return _base_url(self._cdn)
 
     def expire_signed_urls(self) -> None:
         """Every signed URL handed out so far answers ``403`` from now on."""
@@ -929,3 +927,9 @@ class FakeHub:
             "tags": [],
             "siblings": siblings,
         }
+
+
+def _base_url(server: Any) -> str:
+    """``http://HOST:PORT`` of a listening server, no trailing slash."""
+    host, port = server.server_address[:2]
+    return f"http://{host}:{port}"
