@@ -325,10 +325,15 @@ def main() -> None:
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
-    results["load_average_at_end"] = os.getloadavg()
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(RESULTS, results)
+    save_results(RESULTS, results)
     print(table(results))
+
+
+def save_results(path: Path, results: dict[str, Any]) -> None:
+    """The raw numbers, with the load average the run ended under, written atomically (bench_graft_hub.py too)."""
+    results["load_average_at_end"] = os.getloadavg()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, results)
 
 
 def table(results: dict[str, Any]) -> str:

@@ -47,11 +47,10 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT / "tests"))  # fake_hub
 
-from bench_graft import SIZES, build, run_measured  # noqa: E402  (same folder: run as a script)
+from bench_graft import SIZES, build, run_measured, save_results  # noqa: E402  (same folder: run as a script)
 from fake_hub import FakeHub  # noqa: E402
 
 from sglang_glm_mtp.checkpoint import inspect_checkpoint as inspect  # noqa: E402
-from sglang_glm_mtp.checkpoint.writer import atomic_write_json  # noqa: E402
 from sglang_glm_mtp.graft.sizes import parse_size  # noqa: E402
 
 RESULTS = HERE / "results" / "graft_hub.json"
@@ -169,9 +168,7 @@ def main() -> None:
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
-    results["load_average_at_end"] = os.getloadavg()
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(RESULTS, results)
+    save_results(RESULTS, results)
     print(json.dumps(results["summary"], indent=1))
     print(table(results))
 
